@@ -1,0 +1,227 @@
+//! `amdistill compute-fbank DATA_DIR FEAT_DIR`: Kaldi-compatible log-mel filterbanks for every
+//! utterance of a data directory, written as a feature store.
+//!
+//! FEAT_DIR becomes a data directory of its own: `feats.scp` (Kaldi scp into
+//! `data/feats.JOB.ark`, readable by Kaldi), `utt2num_frames`, `frame_shift`, `fbank.conf`
+//! (the complete configuration, Kaldi conf syntax), `fbank.json`, and the data directory's
+//! tables restricted to the utterances that succeeded. Utterances run in parallel (rayon);
+//! a bad utterance is reported by name and the rest go on; the run ends with "done N of M" and
+//! exits non-zero when any failed. Every file is written under a temporary name and renamed
+//! when complete, and `feats.scp` is written last, so a killed run never leaves a
+//! `feats.scp` that points at missing or partial data.
+//!
+//! With `--shard I/N` (I in 1..=N, like Kaldi's JOB) only every N-th utterance starting at the
+//! I-th is computed, into `split/feats.I.scp`; the shard that completes the set merges all of
+//! them into `feats.scp`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use rayon::prelude::*;
+
+use amdistill::audio::{read_audio, read_audio_segment, AudioOptions, ChannelSelect};
+use amdistill::corpus::table::{read_map, read_table, write_table};
+use amdistill::corpus::{DataDir, UttAudio};
+use amdistill::features::fbank::{num_frames, utterance_seed};
+use amdistill::features::kaldi_io::ArkWriter;
+use amdistill::features::{Fbank, Matrix};
+use amdistill::progress::{bar, BatchSummary};
+use amdistill::{atomic::write_atomic, Error};
+
+use super::fbank_args::FbankArgs;
+
+/// Compute log-mel filterbank features for a data directory.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Kaldi data directory (wav.scp, utt2spk, optional segments and text).
+    pub data_dir: PathBuf,
+    /// Output feature directory.
+    pub feat_dir: PathBuf,
+    #[command(flatten)]
+    pub fbank: FbankArgs,
+    /// Process only shard I of N (1-based), e.g. --shard 3/8.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Resample audio whose rate differs from --sample-frequency (false: refuse such files).
+    #[arg(long, default_value = "true", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub resample: bool,
+    /// Channel to use from multi-channel audio, 0-based; -1 mixes all channels down (Kaldi's --channel).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub channel: i64,
+}
+
+/// Parses `I/N` (1 <= I <= N).
+fn parse_shard(s: &str) -> anyhow::Result<(usize, usize)> {
+    let (i, n) = s.split_once('/').context("--shard expects I/N, e.g. 2/8")?;
+    let (i, n): (usize, usize) = (i.trim().parse()?, n.trim().parse()?);
+    if n == 0 || i == 0 || i > n {
+        bail!("--shard {s}: need 1 <= I <= N");
+    }
+    Ok((i, n))
+}
+
+/// Utterances computed per parallel batch: bounds memory to a batch of feature matrices.
+const BATCH_UTTS: usize = 256;
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let opts = args.fbank.to_options()?;
+    let fbank = Fbank::new(&opts)?;
+    let shard = args.shard.as_deref().map(parse_shard).transpose()?;
+    let data = DataDir::read(&args.data_dir)
+        .with_context(|| format!("reading data directory {}", args.data_dir.display()))?;
+    let all = data.utt_audio()?;
+    let (job, jobs) = shard.unwrap_or((1, 1));
+    let mine: Vec<&UttAudio> = all.iter().skip(job - 1).step_by(jobs).collect();
+
+    let feat_dir = &args.feat_dir;
+    let ark_dir = feat_dir.join("data");
+    let split_dir = feat_dir.join("split");
+    std::fs::create_dir_all(&ark_dir).with_context(|| format!("creating {}", ark_dir.display()))?;
+    // The scp is the completion marker of a shard: remove the old one before the ark it
+    // points into is replaced.
+    let (scp_path, frames_path) = if shard.is_some() {
+        std::fs::create_dir_all(&split_dir)?;
+        (split_dir.join(format!("feats.{job}.scp")), split_dir.join(format!("utt2num_frames.{job}")))
+    } else {
+        (feat_dir.join("feats.scp"), feat_dir.join("utt2num_frames"))
+    };
+    remove_if_exists(&scp_path)?;
+    remove_if_exists(&feat_dir.join("feats.scp"))?;
+
+    let audio_opts = AudioOptions {
+        sample_rate: opts.frame.sample_frequency as u32,
+        resample: args.resample,
+        channel: if args.channel < 0 { ChannelSelect::Downmix } else { ChannelSelect::Channel(args.channel as usize) },
+    };
+    let ark_path = ark_dir.join(format!("feats.{job}.ark"));
+    let mut ark = ArkWriter::create(&ark_path)?;
+    let mut scp: Vec<(String, String)> = Vec::with_capacity(mine.len());
+    let mut frames: Vec<(String, String)> = Vec::with_capacity(mine.len());
+    let progress = bar(mine.len() as u64, "compute-fbank");
+    for batch in mine.chunks(BATCH_UTTS) {
+        let results: Vec<Result<Matrix, Error>> = batch
+            .par_iter()
+            .map(|u| {
+                let r = features_of(u, &fbank, &audio_opts);
+                progress.inc(1);
+                r
+            })
+            .collect();
+        for (u, r) in batch.iter().zip(results) {
+            match r {
+                Ok(m) => {
+                    let rx = ark.write_matrix(&u.utt, &m)?;
+                    scp.push((u.utt.clone(), rx));
+                    frames.push((u.utt.clone(), m.rows.to_string()));
+                }
+                Err(e) => progress.suspend(|| eprintln!("amdistill: warning: {e}")),
+            }
+        }
+    }
+    progress.finish_and_clear();
+    let summary = BatchSummary { done: scp.len(), total: mine.len() };
+    if scp.is_empty() {
+        bail!("{}: no utterance produced features ({summary})", args.data_dir.display());
+    }
+    ark.commit()?;
+    write_table(&frames_path, &frames)?;
+    write_table(&scp_path, &scp)?;
+
+    if shard.is_none() {
+        finish_feat_dir(&args.data_dir, feat_dir, &data, &opts)?;
+    } else if let Some(merged) = merge_shards_if_complete(feat_dir, jobs)? {
+        finish_feat_dir(&args.data_dir, feat_dir, &data, &opts)?;
+        eprintln!("amdistill: all {jobs} shards complete: {merged} utterances in {}", feat_dir.join("feats.scp").display());
+    }
+    eprintln!("amdistill compute-fbank: {summary}");
+    if summary.failed() > 0 {
+        bail!("{} of {} utterances failed (see the warnings above)", summary.failed(), summary.total);
+    }
+    Ok(())
+}
+
+/// Reads one utterance's audio and computes its features; errors name the utterance.
+fn features_of(u: &UttAudio, fbank: &Fbank, audio_opts: &AudioOptions) -> Result<Matrix, Error> {
+    let wave = match u.segment {
+        Some((start, end)) => read_audio_segment(&u.path, start, end, audio_opts),
+        None => read_audio(&u.path, audio_opts),
+    }
+    .map_err(|e| Error::utterance(&u.utt, e))?;
+    let opts = fbank.options();
+    if num_frames(wave.samples.len(), opts) == 0 {
+        return Err(Error::utterance(
+            &u.utt,
+            format!(
+                "{} samples ({:.3} s) is shorter than one frame ({} samples with snip-edges={})",
+                wave.samples.len(),
+                wave.samples.len() as f64 / wave.sample_rate as f64,
+                if opts.frame.snip_edges { opts.window_size() } else { opts.window_shift() / 2 + 1 },
+                opts.frame.snip_edges
+            ),
+        ));
+    }
+    let feats = fbank.compute(&wave.samples, utterance_seed(opts.frame.dither_seed, &u.utt));
+    if let Some(bad) = feats.data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::utterance(&u.utt, format!("non-finite feature at frame {}", bad / feats.cols)));
+    }
+    Ok(feats)
+}
+
+/// When every shard's scp exists, concatenates them (sorted) into feats.scp and
+/// utt2num_frames. Two shards finishing together both write the same content; the rename
+/// makes either result whole. Returns the number of utterances merged.
+fn merge_shards_if_complete(feat_dir: &Path, jobs: usize) -> anyhow::Result<Option<usize>> {
+    let split = feat_dir.join("split");
+    let mut scp = std::collections::BTreeMap::new();
+    let mut frames = std::collections::BTreeMap::new();
+    for j in 1..=jobs {
+        let p = split.join(format!("feats.{j}.scp"));
+        if !p.exists() {
+            return Ok(None);
+        }
+        scp.extend(read_map(&p)?);
+        frames.extend(read_map(split.join(format!("utt2num_frames.{j}")))?);
+    }
+    write_table(feat_dir.join("utt2num_frames"), &frames)?;
+    write_table(feat_dir.join("feats.scp"), &scp)?;
+    Ok(Some(scp.len()))
+}
+
+/// Writes the configuration files and the data-directory tables restricted to the
+/// utterances in `feats.scp`.
+fn finish_feat_dir(data_dir: &Path, feat_dir: &Path, data: &DataDir, opts: &amdistill::features::FbankOptions) -> anyhow::Result<()> {
+    let done: BTreeSet<String> = read_map(feat_dir.join("feats.scp"))?.into_keys().collect();
+    let frame_shift = format!("{}\n", opts.frame_shift_seconds());
+    write_atomic(feat_dir.join("frame_shift"), |w| w.write_all(frame_shift.as_bytes()))?;
+    let conf = opts.to_conf_string();
+    write_atomic(feat_dir.join("fbank.conf"), |w| w.write_all(conf.as_bytes()))?;
+    let json = serde_json::to_string_pretty(opts)?;
+    write_atomic(feat_dir.join("fbank.json"), |w| w.write_all(json.as_bytes()))?;
+    if data_dir.canonicalize().ok() != feat_dir.canonicalize().ok() {
+        let mut kept = data.clone();
+        kept.retain_utts(&done);
+        kept.write(feat_dir)?;
+        // Per-utterance extras that later stages read (phone times), filtered the same way.
+        for extra in ["phones.ctm", "utt2dur"] {
+            let src = data_dir.join(extra);
+            if src.exists() {
+                let entries = read_table(&src)?;
+                let lines: Vec<(String, String)> =
+                    entries.into_iter().filter(|e| done.contains(&e.key)).map(|e| (e.key, e.value)).collect();
+                write_table(feat_dir.join(extra), lines)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_if_exists(p: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("removing {}", p.display())),
+        _ => Ok(()),
+    }
+}
+
+use std::io::Write as _;

@@ -1,0 +1,48 @@
+//! Command-line interface: one module per subcommand; each module's doc comments are its
+//! `--help`. Errors are printed once, with their context; a batch command whose items partly
+//! failed exits with status 1 after its "done N of M" line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod compute_fbank;
+mod fbank_args;
+
+/// amdistill: distil large speech acoustic models into compact students.
+#[derive(Parser)]
+#[command(name = "amdistill", version, about, long_about = None)]
+struct Cli {
+    /// Worker threads for parallel stages (default: all cores).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    ComputeFbank(compute_fbank::Args),
+}
+
+/// Parses the command line, runs the command and maps the outcome to an exit status:
+/// 0 success, 1 failure (including a batch with failed items), 2 bad usage (from clap).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+            eprintln!("amdistill: error: --threads={n}: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let result = match cli.command {
+        Command::ComputeFbank(args) => compute_fbank::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("amdistill: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
