@@ -126,8 +126,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("{}: no utterance produced features ({summary})", args.data_dir.display());
     }
     ark.commit()?;
-    write_table(&frames_path, &frames)?;
-    write_table(&scp_path, &scp)?;
+    write_table(&frames_path, frames.iter().map(|(k, v)| (k, v)))?;
+    write_table(&scp_path, scp.iter().map(|(k, v)| (k, v)))?;
 
     if shard.is_none() {
         finish_feat_dir(&args.data_dir, feat_dir, &data, &opts)?;

@@ -6,8 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod compute_cmvn;
 mod compute_fbank;
+mod copy_feats;
 mod fbank_args;
+mod import;
+mod validate_data_dir;
 
 /// amdistill: distil large speech acoustic models into compact students.
 #[derive(Parser)]
@@ -22,7 +26,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    ComputeCmvn(compute_cmvn::Args),
     ComputeFbank(compute_fbank::Args),
+    CopyFeats(copy_feats::Args),
+    Import(import::Args),
+    ValidateDataDir(validate_data_dir::Args),
 }
 
 /// Parses the command line, runs the command and maps the outcome to an exit status:
@@ -36,7 +44,11 @@ pub fn main() -> ExitCode {
         }
     }
     let result = match cli.command {
+        Command::ComputeCmvn(args) => compute_cmvn::run(args),
         Command::ComputeFbank(args) => compute_fbank::run(args),
+        Command::CopyFeats(args) => copy_feats::run(args),
+        Command::Import(args) => import::run(args),
+        Command::ValidateDataDir(args) => validate_data_dir::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

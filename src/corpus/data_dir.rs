@@ -43,9 +43,15 @@ impl Segment {
             return Err(format!("negative start time {start}"));
         }
         if end != -1.0 && end <= start {
-            return Err(format!("end time {end} is not after start time {start} (use -1 for 'to the end')"));
+            return Err(format!(
+                "end time {end} is not after start time {start} (use -1 for 'to the end')"
+            ));
         }
-        Ok(Segment { recording: fields[0].to_string(), start, end })
+        Ok(Segment {
+            recording: fields[0].to_string(),
+            start,
+            end,
+        })
     }
 }
 
@@ -81,10 +87,23 @@ impl DataDir {
         let wav_scp = read_map(dir.join("wav.scp"))?;
         let utt2spk = read_map(dir.join("utt2spk"))?;
         let text_path = dir.join("text");
-        let text = if text_path.exists() { Some(read_map(&text_path)?) } else { None };
+        let text = if text_path.exists() {
+            Some(read_map(&text_path)?)
+        } else {
+            None
+        };
         let seg_path = dir.join("segments");
-        let segments = if seg_path.exists() { Some(read_segments(&seg_path)?) } else { None };
-        Ok(DataDir { wav_scp, text, utt2spk, segments })
+        let segments = if seg_path.exists() {
+            Some(read_segments(&seg_path)?)
+        } else {
+            None
+        };
+        Ok(DataDir {
+            wav_scp,
+            text,
+            utt2spk,
+            segments,
+        })
     }
 
     /// Writes every file, `spk2utt` derived from `utt2spk`; each file is written atomically.
@@ -93,8 +112,11 @@ impl DataDir {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         write_table(dir.join("wav.scp"), &self.wav_scp)?;
         write_table(dir.join("utt2spk"), &self.utt2spk)?;
-        let spk2utt: Vec<(String, String)> =
-            self.spk2utt().into_iter().map(|(s, u)| (s, u.join(" "))).collect();
+        let spk2utt: Vec<(String, String)> = self
+            .spk2utt()
+            .into_iter()
+            .map(|(s, u)| (s, u.join(" ")))
+            .collect();
         write_table(dir.join("spk2utt"), spk2utt)?;
         if let Some(text) = &self.text {
             write_table(dir.join("text"), text)?;
@@ -102,7 +124,12 @@ impl DataDir {
         if let Some(segments) = &self.segments {
             write_table(
                 dir.join("segments"),
-                segments.iter().map(|(u, s)| (u, format!("{} {} {}", s.recording, fmt_time(s.start), fmt_time(s.end)))),
+                segments.iter().map(|(u, s)| {
+                    (
+                        u,
+                        format!("{} {} {}", s.recording, fmt_time(s.start), fmt_time(s.end)),
+                    )
+                }),
             )?;
         }
         Ok(())
@@ -130,16 +157,21 @@ impl DataDir {
             .map(|utt| {
                 let (rec, segment) = match &self.segments {
                     Some(segs) => {
-                        let s = segs.get(utt).ok_or_else(|| Error::utterance(utt, "missing from segments"))?;
+                        let s = segs
+                            .get(utt)
+                            .ok_or_else(|| Error::utterance(utt, "missing from segments"))?;
                         (s.recording.as_str(), Some((s.start, s.end)))
                     }
                     None => (utt.as_str(), None),
                 };
-                let path = self
-                    .wav_scp
-                    .get(rec)
-                    .ok_or_else(|| Error::utterance(utt, format!("recording '{rec}' missing from wav.scp")))?;
-                Ok(UttAudio { utt: utt.clone(), path: PathBuf::from(path), segment })
+                let path = self.wav_scp.get(rec).ok_or_else(|| {
+                    Error::utterance(utt, format!("recording '{rec}' missing from wav.scp"))
+                })?;
+                Ok(UttAudio {
+                    utt: utt.clone(),
+                    path: PathBuf::from(path),
+                    segment,
+                })
             })
             .collect()
     }
@@ -154,7 +186,8 @@ impl DataDir {
         match &mut self.segments {
             Some(segs) => {
                 segs.retain(|u, _| keep.contains(u));
-                let recs: std::collections::BTreeSet<&String> = segs.values().map(|s| &s.recording).collect();
+                let recs: std::collections::BTreeSet<&String> =
+                    segs.values().map(|s| &s.recording).collect();
                 self.wav_scp.retain(|r, _| recs.contains(r));
             }
             None => self.wav_scp.retain(|u, _| keep.contains(u)),
@@ -164,16 +197,25 @@ impl DataDir {
 
 fn fmt_time(t: f64) -> String {
     // Rust's shortest round-trip form: "1.23", "-1", "12"; a parsed time is written back unchanged.
-    if t == 0.0 { "0".to_string() } else { t.to_string() }
+    if t == 0.0 {
+        "0".to_string()
+    } else {
+        t.to_string()
+    }
 }
 
 /// Reads `segments`: `utt-id recording-id start end`; the first bad line is an error naming it.
 pub fn read_segments(path: &Path) -> Result<BTreeMap<String, Segment>> {
     let mut out = BTreeMap::new();
     for entry in crate::corpus::table::read_table(path)? {
-        let segment = Segment::parse(&entry.value).map_err(|msg| Error::parse(path, entry.line, msg))?;
+        let segment =
+            Segment::parse(&entry.value).map_err(|msg| Error::parse(path, entry.line, msg))?;
         if out.insert(entry.key.clone(), segment).is_some() {
-            return Err(Error::parse(path, entry.line, format!("duplicate key '{}'", entry.key)));
+            return Err(Error::parse(
+                path,
+                entry.line,
+                format!("duplicate key '{}'", entry.key),
+            ));
         }
     }
     Ok(out)

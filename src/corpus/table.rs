@@ -46,7 +46,8 @@ pub fn scan_table_bytes(bytes: &[u8]) -> TableScan {
         let line = match std::str::from_utf8(raw) {
             Ok(line) => line,
             Err(_) => {
-                scan.bad_lines.push((line_no, "not valid UTF-8".to_string()));
+                scan.bad_lines
+                    .push((line_no, "not valid UTF-8".to_string()));
                 continue;
             }
         };
@@ -54,7 +55,10 @@ pub fn scan_table_bytes(bytes: &[u8]) -> TableScan {
             continue;
         }
         if line.starts_with(char::is_whitespace) {
-            scan.bad_lines.push((line_no, "line starts with whitespace (empty key)".to_string()));
+            scan.bad_lines.push((
+                line_no,
+                "line starts with whitespace (empty key)".to_string(),
+            ));
             continue;
         }
         let (key, value) = match line.find(char::is_whitespace) {
