@@ -403,15 +403,17 @@ fn arpabet_set_and_classes() {
     }
     let t = PhoneSet::timit61();
     assert_eq!(t.silence_ids().len(), 3);
+    assert_eq!(t.phone(t.silence_id().unwrap()), Some("h#"));
     assert!(t.class("closure").unwrap().phones.len() == 6);
 }
 
 #[test]
 fn phone_set_save_and_load() {
     let dir = tempfile::tempdir().unwrap();
-    for set in [PhoneSet::arpabet(), PhoneSet::timit48()] {
+    for set in [PhoneSet::timit61(), PhoneSet::arpabet(), PhoneSet::timit48()] {
         set.save(dir.path()).unwrap();
         let back = PhoneSet::load_dir(dir.path()).unwrap();
+        assert_eq!(back.phone(back.silence_id().unwrap()), set.phone(set.silence_id().unwrap()));
         assert_eq!(back.phones(), set.phones());
         assert_eq!(back.name(), set.name());
         assert_eq!(back.silence_ids(), set.silence_ids());

@@ -263,7 +263,7 @@ pub fn fold_to_39(phone: &str) -> Option<&'static str> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhoneClass {
     pub name: String,
-    /// Phone ids, ascending.
+    /// Phone ids, ascending; the `silence` class lists the set's main silence first.
     pub phones: Vec<u32>,
 }
 
@@ -273,23 +273,23 @@ pub struct PhoneSet {
     name: String,
     phones: Vec<String>,
     index: HashMap<String, u32>,
-    /// Silence phone ids in set order; the first is the one gaps and utterance edges get.
+    /// Silence phone ids, the main one (which gaps and utterance edges get) first.
     silence: Vec<u32>,
     classes: Vec<PhoneClass>,
 }
 
 impl PhoneSet {
     /// A set with the given phones (ids in this order); `silence` names which of them are
-    /// silence. Classes come from the built-in phonetic table for the names it knows; add others
+    /// silence, the main one first. Classes come from the built-in phonetic table for the names it knows; add others
     /// with [`PhoneSet::set_class`].
     pub fn new(name: &str, phones: &[&str], silence: &[&str]) -> Result<Self> {
         let mut set = PhoneSet::bare(name, phones.iter().map(|p| p.to_string()).collect())?;
         for s in silence {
             let id = set.id(s).ok_or_else(|| Error::config(format!("phone set {name}: silence phone '{s}' is not in the set")))?;
-            set.silence.push(id);
+            if !set.silence.contains(&id) {
+                set.silence.push(id);
+            }
         }
-        set.silence.sort_unstable();
-        set.silence.dedup();
         for &class in CLASS_NAMES.iter().filter(|&&c| c != "silence") {
             let ids: Vec<u32> = (0..set.phones.len() as u32)
                 .filter(|&i| !set.silence.contains(&i) && phone_features(&set.phones[i as usize]).contains(&class))
@@ -457,10 +457,14 @@ impl PhoneSet {
         for p in phones {
             ids.push(self.id(p).ok_or_else(|| Error::config(format!("class {name}: phone '{p}' is not in set {}", self.name)))?);
         }
-        ids.sort_unstable();
-        ids.dedup();
         if name == "silence" {
+            // Keep the given order: the first silence is the one gaps and edges get.
+            let mut seen = Vec::with_capacity(ids.len());
+            ids.retain(|id| if seen.contains(id) { false } else { seen.push(*id); true });
             self.silence = ids.clone();
+        } else {
+            ids.sort_unstable();
+            ids.dedup();
         }
         match self.classes.iter_mut().find(|c| c.name == name) {
             Some(c) => c.phones = ids,
@@ -621,5 +625,6 @@ mod tests {
         let t = PhoneSet::timit61();
         assert_eq!(t.lookup("ax-h"), t.id("ax-h"));
         assert_eq!(t.lookup("sil"), t.id("h#"));
+        assert_eq!(t.silence_id(), t.id("h#"));
     }
 }
