@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use amdistill::corpus::import::{
-    import_fsdd, import_kaldi, import_labels, import_timit, FsddSplit, KaldiOptions, LabelFormat, LabelImportOptions,
-    TimitOptions, TimitPhones,
+    import_fsdd, import_kaldi, import_labels, import_timit, FsddSplit, KaldiOptions, LabelFormat,
+    LabelImportOptions, TimitOptions, TimitPhones,
 };
 use amdistill::corpus::table::read_map;
 use amdistill::corpus::DataDir;
@@ -39,7 +39,12 @@ fn sphere(num_samples: usize) -> Vec<u8> {
 /// A small RIFF WAV file.
 fn wav(path: &Path, rate: u32, num_samples: usize) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let spec = hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut w = hound::WavWriter::create(path, spec).unwrap();
     for i in 0..num_samples {
         w.write_sample((i % 100) as i16).unwrap();
@@ -56,12 +61,18 @@ fn timit_tree(root: &Path) {
     for s in ["SA1", "SI1027", "SX37"] {
         write(&root.join(format!("TRAIN/DR1/FCJF0/{s}.WAV")), sphere(8000));
         write(&root.join(format!("TRAIN/DR1/FCJF0/{s}.PHN")), PHN);
-        write(&root.join(format!("TRAIN/DR1/FCJF0/{s}.TXT")), "0 8000 Tea.\n");
+        write(
+            &root.join(format!("TRAIN/DR1/FCJF0/{s}.TXT")),
+            "0 8000 Tea.\n",
+        );
     }
     wav(&root.join("TRAIN/dr2/mabc0/si5.wav"), 16000, 8000);
     write(&root.join("TRAIN/dr2/mabc0/si5.phn"), PHN);
     for spk in ["FAKS0", "MDAB0", "MZZZ9"] {
-        write(&root.join(format!("TEST/DR3/{spk}/SI943.WAV")), sphere(8000));
+        write(
+            &root.join(format!("TEST/DR3/{spk}/SI943.WAV")),
+            sphere(8000),
+        );
         write(&root.join(format!("TEST/DR3/{spk}/SI943.PHN")), PHN);
         write(&root.join(format!("TEST/DR3/{spk}/SA2.WAV")), sphere(8000));
         write(&root.join(format!("TEST/DR3/{spk}/SA2.PHN")), PHN);
@@ -75,36 +86,73 @@ fn timit_layout_to_train_dev_test() {
     timit_tree(&root);
     let out = tmp.path().join("data");
     let summary = import_timit(&root, &out, &TimitOptions::default()).unwrap();
-    assert_eq!(summary.splits.iter().map(|s| (s.name.as_str(), s.utterances, s.speakers)).collect::<Vec<_>>(), [
-        ("train", 3, 2),
-        ("dev", 1, 1),
-        ("test", 1, 1)
-    ]);
-    assert!(summary.notes.iter().any(|n| n.contains("dev: 1 of the standard 50")), "{:?}", summary.notes);
+    assert_eq!(
+        summary
+            .splits
+            .iter()
+            .map(|s| (s.name.as_str(), s.utterances, s.speakers))
+            .collect::<Vec<_>>(),
+        [("train", 3, 2), ("dev", 1, 1), ("test", 1, 1)]
+    );
+    assert!(
+        summary
+            .notes
+            .iter()
+            .any(|n| n.contains("dev: 1 of the standard 50")),
+        "{:?}",
+        summary.notes
+    );
 
     let train = DataDir::read(out.join("train")).unwrap();
     assert_eq!(train.utt_ids(), ["fcjf0_si1027", "fcjf0_sx37", "mabc0_si5"]);
     assert_eq!(train.utt2spk["mabc0_si5"], "mabc0");
     let wav_path = PathBuf::from(&train.wav_scp["fcjf0_si1027"]);
-    assert!(wav_path.is_absolute() && wav_path.ends_with("TRAIN/DR1/FCJF0/SI1027.WAV"), "{}", wav_path.display());
+    assert!(
+        wav_path.is_absolute() && wav_path.ends_with("TRAIN/DR1/FCJF0/SI1027.WAV"),
+        "{}",
+        wav_path.display()
+    );
     // 48 phones: q's time goes to the silence before it; pau + h# merge into one sil.
-    assert_eq!(train.text.as_ref().unwrap()["fcjf0_si1027"], "sil iy cl t sil");
+    assert_eq!(
+        train.text.as_ref().unwrap()["fcjf0_si1027"],
+        "sil iy cl t sil"
+    );
     let ctm = read_ctm(out.join("train/phones.ctm")).unwrap();
     let u = &ctm["fcjf0_si1027"];
-    let got: Vec<(&str, f64, f64)> = u.iter().map(|s| (s.phone.as_str(), s.start, s.end)).collect();
-    let want = [("sil", 0.0, 0.188), ("iy", 0.188, 0.25), ("cl", 0.25, 0.3), ("t", 0.3, 0.35), ("sil", 0.35, 0.5)];
+    let got: Vec<(&str, f64, f64)> = u
+        .iter()
+        .map(|s| (s.phone.as_str(), s.start, s.end))
+        .collect();
+    let want = [
+        ("sil", 0.0, 0.188),
+        ("iy", 0.188, 0.25),
+        ("cl", 0.25, 0.3),
+        ("t", 0.3, 0.35),
+        ("sil", 0.35, 0.5),
+    ];
     assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(&want) {
-        assert!(g.0 == w.0 && (g.1 - w.1).abs() < 1e-9 && (g.2 - w.2).abs() < 1e-9, "{got:?}");
+        assert!(
+            g.0 == w.0 && (g.1 - w.1).abs() < 1e-9 && (g.2 - w.2).abs() < 1e-9,
+            "{got:?}"
+        );
     }
     assert_eq!(PhoneSet::load_dir(out.join("train")).unwrap().len(), 48);
     // The TEST speakers land in dev and test by the standard lists; MZZZ9 nowhere; no SA.
-    assert_eq!(DataDir::read(out.join("dev")).unwrap().utt_ids(), ["faks0_si943"]);
-    assert_eq!(DataDir::read(out.join("test")).unwrap().utt_ids(), ["mdab0_si943"]);
+    assert_eq!(
+        DataDir::read(out.join("dev")).unwrap().utt_ids(),
+        ["faks0_si943"]
+    );
+    assert_eq!(
+        DataDir::read(out.join("test")).unwrap().utt_ids(),
+        ["mdab0_si943"]
+    );
     // The phone times label the frames of a 0.5 s utterance: 1 + (8000 - 400) / 160 = 48 frames.
     let set = PhoneSet::load_dir(out.join("train")).unwrap();
     let times = read_phone_times(out.join("train/phones.ctm"), &set).unwrap();
-    let frames = FrameLabeler::new(&set, FrameGeometry::kaldi()).states(&times["mabc0_si5"], 48).unwrap();
+    let frames = FrameLabeler::new(&set, FrameGeometry::kaldi())
+        .states(&times["mabc0_si5"], 48)
+        .unwrap();
     assert_eq!(frames.len(), 48);
 }
 
@@ -114,15 +162,37 @@ fn timit_fold_choices_and_sa() {
     let root = tmp.path().join("timit");
     timit_tree(&root);
     let out39 = tmp.path().join("d39");
-    import_timit(&root, &out39, &TimitOptions { phones: TimitPhones::P39, include_sa: false }).unwrap();
+    import_timit(
+        &root,
+        &out39,
+        &TimitOptions {
+            phones: TimitPhones::P39,
+            include_sa: false,
+        },
+    )
+    .unwrap();
     let train = DataDir::read(out39.join("train")).unwrap();
-    assert_eq!(train.text.as_ref().unwrap()["fcjf0_si1027"], "sil iy sil t sil");
+    assert_eq!(
+        train.text.as_ref().unwrap()["fcjf0_si1027"],
+        "sil iy sil t sil"
+    );
     assert_eq!(PhoneSet::load_dir(out39.join("train")).unwrap().len(), 39);
     let out61 = tmp.path().join("d61");
-    import_timit(&root, &out61, &TimitOptions { phones: TimitPhones::P61, include_sa: true }).unwrap();
+    import_timit(
+        &root,
+        &out61,
+        &TimitOptions {
+            phones: TimitPhones::P61,
+            include_sa: true,
+        },
+    )
+    .unwrap();
     let train = DataDir::read(out61.join("train")).unwrap();
     assert!(train.utt2spk.contains_key("fcjf0_sa1"));
-    assert_eq!(train.text.as_ref().unwrap()["fcjf0_si1027"], "h# q iy tcl t pau h#");
+    assert_eq!(
+        train.text.as_ref().unwrap()["fcjf0_si1027"],
+        "h# q iy tcl t pau h#"
+    );
 }
 
 #[test]
@@ -134,23 +204,37 @@ fn timit_errors_name_the_file() {
     // Audio that is neither SPHERE nor WAV.
     let root = tmp.path().join("t1");
     timit_tree(&root);
-    write(&root.join("TRAIN/DR1/FCJF0/SX37.WAV"), b"garbage audio bytes".repeat(10));
-    let e = import_timit(&root, &tmp.path().join("o1"), &TimitOptions::default()).unwrap_err().to_string();
+    write(
+        &root.join("TRAIN/DR1/FCJF0/SX37.WAV"),
+        b"garbage audio bytes".repeat(10),
+    );
+    let e = import_timit(&root, &tmp.path().join("o1"), &TimitOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("SX37.WAV") && e.contains("neither"), "{e}");
     // A SPHERE header that claims an absurd size.
     let mut bad = sphere(10);
     bad[8..15].copy_from_slice(b"9999999");
     write(&root.join("TRAIN/DR1/FCJF0/SX37.WAV"), bad);
-    let e = import_timit(&root, &tmp.path().join("o2"), &TimitOptions::default()).unwrap_err().to_string();
+    let e = import_timit(&root, &tmp.path().join("o2"), &TimitOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("SX37.WAV") && e.contains("header size"), "{e}");
     // A .PHN without audio; a .PHN with an unknown phone (file and line).
     write(&root.join("TRAIN/DR1/FCJF0/SX37.WAV"), sphere(8000));
     std::fs::remove_file(root.join("TRAIN/DR1/FCJF0/SI1027.WAV")).unwrap();
-    let e = import_timit(&root, &tmp.path().join("o3"), &TimitOptions::default()).unwrap_err().to_string();
+    let e = import_timit(&root, &tmp.path().join("o3"), &TimitOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("SI1027.PHN") && e.contains("no audio"), "{e}");
     write(&root.join("TRAIN/DR1/FCJF0/SI1027.WAV"), sphere(8000));
-    write(&root.join("TRAIN/DR1/FCJF0/SI1027.PHN"), "0 2400 h#\n2400 3000 zz\n");
-    let e = import_timit(&root, &tmp.path().join("o4"), &TimitOptions::default()).unwrap_err().to_string();
+    write(
+        &root.join("TRAIN/DR1/FCJF0/SI1027.PHN"),
+        "0 2400 h#\n2400 3000 zz\n",
+    );
+    let e = import_timit(&root, &tmp.path().join("o4"), &TimitOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("SI1027.PHN:2") && e.contains("zz"), "{e}");
 }
 
@@ -168,13 +252,34 @@ fn timit_through_the_binary() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("train: 3 utterances, 2 speakers"), "{stdout}");
-    for f in ["wav.scp", "text", "utt2spk", "spk2utt", "phones.ctm", "phones.txt", "phone_classes.txt"] {
+    assert!(
+        stdout.contains("train: 3 utterances, 2 speakers"),
+        "{stdout}"
+    );
+    for f in [
+        "wav.scp",
+        "text",
+        "utt2spk",
+        "spk2utt",
+        "phones.ctm",
+        "phones.txt",
+        "phone_classes.txt",
+    ] {
         assert!(out.join("test").join(f).is_file(), "{f}");
     }
-    let o = Command::new(env!("CARGO_BIN_EXE_amdistill")).args(["import", "timit", "--phones", "40"]).arg(&root).arg(&out).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_amdistill"))
+        .args(["import", "timit", "--phones", "40"])
+        .arg(&root)
+        .arg(&out)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    let o = Command::new(env!("CARGO_BIN_EXE_amdistill")).args(["import", "timit"]).arg(tmp.path().join("nowhere")).arg(&out).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_amdistill"))
+        .args(["import", "timit"])
+        .arg(tmp.path().join("nowhere"))
+        .arg(&out)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nowhere"));
 }
@@ -183,8 +288,19 @@ fn timit_through_the_binary() {
 // FSDD
 
 fn fsdd_tree(root: &Path) {
-    for (digit, speaker, index) in [(0, "jackson", 0), (7, "jackson", 32), (1, "theo", 3), (2, "yweweler", 10), (9, "george", 5), (3, "lucas", 1)] {
-        wav(&root.join(format!("recordings/{digit}_{speaker}_{index}.wav")), 8000, 800);
+    for (digit, speaker, index) in [
+        (0, "jackson", 0),
+        (7, "jackson", 32),
+        (1, "theo", 3),
+        (2, "yweweler", 10),
+        (9, "george", 5),
+        (3, "lucas", 1),
+    ] {
+        wav(
+            &root.join(format!("recordings/{digit}_{speaker}_{index}.wav")),
+            8000,
+            800,
+        );
     }
     write(&root.join("README.md"), "FSDD");
 }
@@ -200,7 +316,10 @@ fn fsdd_speaker_disjoint_splits() {
     let train = DataDir::read(out.join("train")).unwrap();
     let dev = DataDir::read(out.join("dev")).unwrap();
     let test = DataDir::read(out.join("test")).unwrap();
-    assert_eq!(train.utt_ids(), ["george_9_5", "jackson_0_0", "jackson_7_32", "lucas_3_1"]);
+    assert_eq!(
+        train.utt_ids(),
+        ["george_9_5", "jackson_0_0", "jackson_7_32", "lucas_3_1"]
+    );
     assert_eq!(dev.utt_ids(), ["yweweler_2_10"]);
     assert_eq!(test.utt_ids(), ["theo_1_3"]);
     assert_eq!(train.text.as_ref().unwrap()["jackson_7_32"], "seven");
@@ -214,7 +333,10 @@ fn fsdd_speaker_disjoint_splits() {
     // The official split: indices 0-4 are test.
     let out2 = tmp.path().join("official");
     import_fsdd(&root.join("recordings"), &out2, &FsddSplit::Official).unwrap();
-    assert_eq!(DataDir::read(out2.join("test")).unwrap().utt_ids(), ["jackson_0_0", "lucas_3_1", "theo_1_3"]);
+    assert_eq!(
+        DataDir::read(out2.join("test")).unwrap().utt_ids(),
+        ["jackson_0_0", "lucas_3_1", "theo_1_3"]
+    );
     assert!(!out2.join("dev").exists());
 }
 
@@ -223,12 +345,26 @@ fn fsdd_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("fsdd");
     fsdd_tree(&root);
-    let split = FsddSplit::Speakers { dev: vec!["nobody".into()], test: vec!["theo".into()] };
-    assert!(import_fsdd(&root, &tmp.path().join("o"), &split).unwrap_err().to_string().contains("nobody"));
-    let split = FsddSplit::Speakers { dev: vec!["theo".into()], test: vec!["theo".into()] };
-    assert!(import_fsdd(&root, &tmp.path().join("o"), &split).unwrap_err().to_string().contains("both"));
+    let split = FsddSplit::Speakers {
+        dev: vec!["nobody".into()],
+        test: vec!["theo".into()],
+    };
+    assert!(import_fsdd(&root, &tmp.path().join("o"), &split)
+        .unwrap_err()
+        .to_string()
+        .contains("nobody"));
+    let split = FsddSplit::Speakers {
+        dev: vec!["theo".into()],
+        test: vec!["theo".into()],
+    };
+    assert!(import_fsdd(&root, &tmp.path().join("o"), &split)
+        .unwrap_err()
+        .to_string()
+        .contains("both"));
     wav(&root.join("recordings/x_jackson_1.wav"), 8000, 10);
-    let e = import_fsdd(&root, &tmp.path().join("o"), &FsddSplit::default()).unwrap_err().to_string();
+    let e = import_fsdd(&root, &tmp.path().join("o"), &FsddSplit::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("x_jackson_1.wav"), "{e}");
 }
 
@@ -236,7 +372,10 @@ fn fsdd_errors() {
 // Kaldi
 
 fn kaldi_dir(dir: &Path) {
-    write(&dir.join("wav.scp"), "a1 /x/a1.wav\na2 /x/a2.wav\nb1 /x/b1.wav\n");
+    write(
+        &dir.join("wav.scp"),
+        "a1 /x/a1.wav\na2 /x/a2.wav\nb1 /x/b1.wav\n",
+    );
     write(&dir.join("utt2spk"), "a1 a\na2 a\nb1 b\n");
     write(&dir.join("text"), "a1 hello\na2 world\nb1 again\n");
     write(&dir.join("utt2num_frames"), "a1 5\na2 4\nb1 3\n");
@@ -261,20 +400,51 @@ fn kaldi_alignments_checked_against_the_data_dir() {
     assert_eq!(read_map(out.join("spk2utt")).unwrap()["a"], "a1");
 
     // An id beyond --num-senones names the utterance and frame.
-    let e = import_kaldi(&src, &ali, &out, &KaldiOptions { num_senones: Some(12), ..Default::default() }).unwrap_err().to_string();
-    assert!(e.contains("a1") && e.contains("frame 4") && e.contains("12 senones"), "{e}");
+    let e = import_kaldi(
+        &src,
+        &ali,
+        &out,
+        &KaldiOptions {
+            num_senones: Some(12),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("a1") && e.contains("frame 4") && e.contains("12 senones"),
+        "{e}"
+    );
     // An utterance the data directory lacks.
     let ali2 = write(&tmp.path().join("ali2.txt"), "a1 0 0 3 3 12\nzz 1 1 1\n");
-    let e = import_kaldi(&src, &ali2, &out, &KaldiOptions::default()).unwrap_err().to_string();
+    let e = import_kaldi(&src, &ali2, &out, &KaldiOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("zz") && e.contains("not in"), "{e}");
     // Lengths off by more than the tolerance (utt2num_frames says 3 for b1).
     let ali3 = write(&tmp.path().join("ali3.txt"), "b1 1 1 1 1 1 1 1\n");
-    let e = import_kaldi(&src, &ali3, &out, &KaldiOptions::default()).unwrap_err().to_string();
-    assert!(e.contains("b1: labels cover 7 frames, features have 3"), "{e}");
-    assert!(import_kaldi(&src, &ali3, &out, &KaldiOptions { tolerance: 4, ..Default::default() }).is_ok());
+    let e = import_kaldi(&src, &ali3, &out, &KaldiOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("b1: labels cover 7 frames, features have 3"),
+        "{e}"
+    );
+    assert!(import_kaldi(
+        &src,
+        &ali3,
+        &out,
+        &KaldiOptions {
+            tolerance: 4,
+            ..Default::default()
+        }
+    )
+    .is_ok());
     // A malformed alignment names its line.
     let ali4 = write(&tmp.path().join("ali4.txt"), "a1 0 0\nb1 7 x 7\n");
-    let e = import_kaldi(&src, &ali4, &out, &KaldiOptions::default()).unwrap_err().to_string();
+    let e = import_kaldi(&src, &ali4, &out, &KaldiOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("ali4.txt:2"), "{e}");
 }
 
@@ -282,7 +452,9 @@ fn kaldi_alignments_checked_against_the_data_dir() {
 // Label directories
 
 fn arctic_fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/arctic").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/arctic")
+        .join(name)
 }
 
 #[test]
@@ -290,8 +462,16 @@ fn hts_label_directory_arctic() {
     let tmp = tempfile::tempdir().unwrap();
     let labels = tmp.path().join("lab");
     std::fs::create_dir_all(&labels).unwrap();
-    std::fs::copy(arctic_fixture("arctic_a0009_phone.lab"), labels.join("arctic_a0009_phone.lab")).unwrap();
-    std::fs::copy(arctic_fixture("arctic_a0009_state.lab"), labels.join("arctic_a0009_state.lab")).unwrap();
+    std::fs::copy(
+        arctic_fixture("arctic_a0009_phone.lab"),
+        labels.join("arctic_a0009_phone.lab"),
+    )
+    .unwrap();
+    std::fs::copy(
+        arctic_fixture("arctic_a0009_state.lab"),
+        labels.join("arctic_a0009_state.lab"),
+    )
+    .unwrap();
     // Audio is only located, not decoded: a short stand-in wav will do.
     wav(&tmp.path().join("wav/arctic_a0009.wav"), 16000, 160);
     let out = tmp.path().join("data/slt");
@@ -317,13 +497,27 @@ fn hts_label_directory_arctic() {
     assert!((u.last().unwrap().end - 3.075).abs() < 1e-9);
     // With the state-level file instead: the same phones.
     let out2 = tmp.path().join("data/slt_states");
-    let opts2 = LabelImportOptions { suffix: Some("_state".into()), ..opts.clone() };
+    let opts2 = LabelImportOptions {
+        suffix: Some("_state".into()),
+        ..opts.clone()
+    };
     import_labels(&labels, &out2, &opts2).unwrap();
-    assert_eq!(read_ctm(out2.join("phones.ctm")).unwrap()["slt_arctic_a0009"], read_ctm(out.join("phones.ctm")).unwrap()["slt_arctic_a0009"]);
+    assert_eq!(
+        read_ctm(out2.join("phones.ctm")).unwrap()["slt_arctic_a0009"],
+        read_ctm(out.join("phones.ctm")).unwrap()["slt_arctic_a0009"]
+    );
     // Without audio: an error naming the label file.
-    let opts3 = LabelImportOptions { audio_dir: None, ..opts.clone() };
-    let e = import_labels(&labels, &tmp.path().join("x"), &opts3).unwrap_err().to_string();
-    assert!(e.contains("arctic_a0009_phone.lab") && e.contains("no audio"), "{e}");
+    let opts3 = LabelImportOptions {
+        audio_dir: None,
+        ..opts.clone()
+    };
+    let e = import_labels(&labels, &tmp.path().join("x"), &opts3)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("arctic_a0009_phone.lab") && e.contains("no audio"),
+        "{e}"
+    );
 }
 
 fn textgrid(words: &[(f64, f64, &str)], phones: &[(f64, f64, &str)]) -> String {
@@ -342,7 +536,12 @@ fn textgrid_directory_in_mfa_layout_through_the_binary() {
     let tmp = tempfile::tempdir().unwrap();
     let aligned = tmp.path().join("aligned");
     let corpus = tmp.path().join("corpus");
-    let words = [(0.0, 0.2, ""), (0.2, 0.6, "hello"), (0.6, 0.9, "world"), (0.9, 1.0, "")];
+    let words = [
+        (0.0, 0.2, ""),
+        (0.2, 0.6, "hello"),
+        (0.6, 0.9, "world"),
+        (0.9, 1.0, ""),
+    ];
     let phones = [
         (0.0, 0.2, ""),
         (0.2, 0.3, "HH"),
@@ -356,7 +555,10 @@ fn textgrid_directory_in_mfa_layout_through_the_binary() {
         (0.9, 1.0, ""),
     ];
     for (spk, utt) in [("anna", "anna_001"), ("bob", "take2")] {
-        write(&aligned.join(format!("{spk}/{utt}.TextGrid")), textgrid(&words, &phones));
+        write(
+            &aligned.join(format!("{spk}/{utt}.TextGrid")),
+            textgrid(&words, &phones),
+        );
         wav(&corpus.join(format!("{spk}/{utt}.wav")), 16000, 16000);
     }
     let out = tmp.path().join("data");
@@ -375,18 +577,36 @@ fn textgrid_directory_in_mfa_layout_through_the_binary() {
     assert_eq!(data.text.as_ref().unwrap()["anna_001"], "hello world");
     let ctm = read_ctm(out.join("phones.ctm")).unwrap();
     let names: Vec<&str> = ctm["bob_take2"].iter().map(|s| s.phone.as_str()).collect();
-    assert_eq!(names, ["sil", "hh", "ah", "l", "ow", "w", "er", "l", "d", "sil"]);
+    assert_eq!(
+        names,
+        ["sil", "hh", "ah", "l", "ow", "w", "er", "l", "d", "sil"]
+    );
 
     // An unknown phone: an error naming the TextGrid and the line of the interval.
     let bad = textgrid(&words, &phones).replacen("\"W\"", "\"W@\"", 1);
     let line = bad.lines().position(|l| l.contains("W@")).unwrap() + 1;
     write(&aligned.join("bob/take2.TextGrid"), &bad);
-    let opts = LabelImportOptions { format: LabelFormat::TextGrid, audio_dir: Some(corpus.clone()), ..Default::default() };
-    let e = import_labels(&aligned, &tmp.path().join("d2"), &opts).unwrap_err().to_string();
-    assert!(e.contains(&format!("take2.TextGrid:{line}")) && e.contains("W@"), "{e}");
+    let opts = LabelImportOptions {
+        format: LabelFormat::TextGrid,
+        audio_dir: Some(corpus.clone()),
+        ..Default::default()
+    };
+    let e = import_labels(&aligned, &tmp.path().join("d2"), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("take2.TextGrid:{line}")) && e.contains("W@"),
+        "{e}"
+    );
     // The same labels in TIMIT's 61 phones (stress stripped); empty intervals become `h#`.
-    let opts = LabelImportOptions { phone_set: PhoneSet::timit61(), ..opts };
-    write(&aligned.join("bob/take2.TextGrid"), textgrid(&words, &phones));
+    let opts = LabelImportOptions {
+        phone_set: PhoneSet::timit61(),
+        ..opts
+    };
+    write(
+        &aligned.join("bob/take2.TextGrid"),
+        textgrid(&words, &phones),
+    );
     import_labels(&aligned, &tmp.path().join("d3"), &opts).unwrap();
     let ctm: BTreeMap<_, _> = read_ctm(tmp.path().join("d3/phones.ctm")).unwrap();
     assert_eq!(ctm["anna_001"][0].phone, "h#");

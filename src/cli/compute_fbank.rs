@@ -79,6 +79,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let ark_dir = feat_dir.join("data");
     let split_dir = feat_dir.join("split");
     std::fs::create_dir_all(&ark_dir).with_context(|| format!("creating {}", ark_dir.display()))?;
+    // Absolute ark paths in feats.scp (Kaldi's convention): the store reads from anywhere.
+    let ark_dir = ark_dir.canonicalize().with_context(|| format!("resolving {}", ark_dir.display()))?;
     // The scp is the completion marker of a shard: remove the old one before the ark it
     // points into is replaced.
     let (scp_path, frames_path) = if shard.is_some() {

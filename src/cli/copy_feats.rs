@@ -23,6 +23,7 @@ use amdistill::progress::BatchSummary;
 ///   amdistill copy-feats scp:exp/feats/feats.scp ark:/tmp/feats.ark
 ///   amdistill copy-feats ark:kaldi/raw_fbank.1.ark ark,t:-
 #[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
     /// Input: a feature directory, a `feats.scp` path, `scp:FILE`, `ark:FILE` (`ark:-` reads
     /// stdin) or the path of an archive.

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use amdistill::corpus::import::{
-    import_fsdd, import_kaldi, import_labels, import_timit, FsddSplit, KaldiOptions, LabelFormat, LabelImportOptions,
-    TimitOptions, TimitPhones, FSDD_DEV_SPEAKERS, FSDD_TEST_SPEAKERS,
+    import_fsdd, import_kaldi, import_labels, import_timit, FsddSplit, KaldiOptions, LabelFormat,
+    LabelImportOptions, TimitOptions, TimitPhones, FSDD_DEV_SPEAKERS, FSDD_TEST_SPEAKERS,
 };
 use amdistill::labels::frame_labels::DEFAULT_FRAME_TOLERANCE;
 use amdistill::labels::PhoneSet;
@@ -139,7 +139,10 @@ pub struct LabelsArgs {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.source {
         Source::Timit(a) => {
-            let opts = TimitOptions { phones: a.phones.parse::<TimitPhones>()?, include_sa: a.include_sa };
+            let opts = TimitOptions {
+                phones: a.phones.parse::<TimitPhones>()?,
+                include_sa: a.include_sa,
+            };
             let summary = import_timit(&a.timit_dir, &a.out_dir, &opts)
                 .with_context(|| format!("importing TIMIT from {}", a.timit_dir.display()))?;
             println!("{summary}");
@@ -148,21 +151,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let split = if a.official_split {
                 FsddSplit::Official
             } else {
-                FsddSplit::Speakers { dev: a.dev_speakers, test: a.test_speakers }
+                FsddSplit::Speakers {
+                    dev: a.dev_speakers,
+                    test: a.test_speakers,
+                }
             };
             let summary = import_fsdd(&a.fsdd_dir, &a.out_dir, &split)
                 .with_context(|| format!("importing FSDD from {}", a.fsdd_dir.display()))?;
             println!("{summary}");
         }
         Source::Kaldi(a) => {
-            let opts = KaldiOptions { num_senones: a.num_senones, tolerance: a.tolerance };
-            let result = import_kaldi(&a.data_dir, &a.ali, &a.out_dir, &opts)
-                .with_context(|| format!("importing {} with {}", a.data_dir.display(), a.ali.display()))?;
+            let opts = KaldiOptions {
+                num_senones: a.num_senones,
+                tolerance: a.tolerance,
+            };
+            let result =
+                import_kaldi(&a.data_dir, &a.ali, &a.out_dir, &opts).with_context(|| {
+                    format!(
+                        "importing {} with {}",
+                        a.data_dir.display(),
+                        a.ali.display()
+                    )
+                })?;
             println!("{}", result.summary);
             println!("senones: {}", result.num_senones);
             match &result.frame_check {
                 Some(report) => println!("{report}"),
-                None => println!("frame counts not checked ({} has no utt2num_frames)", a.data_dir.display()),
+                None => println!(
+                    "frame counts not checked ({} has no utt2num_frames)",
+                    a.data_dir.display()
+                ),
             }
         }
         Source::Labels(a) => {

@@ -11,6 +11,7 @@ mod compute_fbank;
 mod copy_feats;
 mod fbank_args;
 mod import;
+mod synth_corpus;
 mod validate_data_dir;
 
 /// amdistill: distil large speech acoustic models into compact students.
@@ -30,6 +31,7 @@ enum Command {
     ComputeFbank(compute_fbank::Args),
     CopyFeats(copy_feats::Args),
     Import(import::Args),
+    SynthCorpus(synth_corpus::Args),
     ValidateDataDir(validate_data_dir::Args),
 }
 
@@ -48,6 +50,7 @@ pub fn main() -> ExitCode {
         Command::ComputeFbank(args) => compute_fbank::run(args),
         Command::CopyFeats(args) => copy_feats::run(args),
         Command::Import(args) => import::run(args),
+        Command::SynthCorpus(args) => synth_corpus::run(args),
         Command::ValidateDataDir(args) => validate_data_dir::run(args),
     };
     match result {

@@ -36,16 +36,18 @@ pub const ALI_TXT: &str = "ali.txt";
 
 /// TIMIT's 24-speaker core test set (Kaldi `egs/timit/s5/conf/test_spk.list`).
 pub const TIMIT_CORE_TEST_SPEAKERS: [&str; 24] = [
-    "mdab0", "mwbt0", "felc0", "mtas1", "mwew0", "fpas0", "mjmp0", "mlnt0", "fpkt0", "mlll0", "mtls0", "fjlm0", "mbpm0",
-    "mklt0", "fnlp0", "mcmj0", "mjdh0", "fmgd0", "mgrt0", "mnjm0", "fdhc0", "mjln0", "mpam0", "fmld0",
+    "mdab0", "mwbt0", "felc0", "mtas1", "mwew0", "fpas0", "mjmp0", "mlnt0", "fpkt0", "mlll0",
+    "mtls0", "fjlm0", "mbpm0", "mklt0", "fnlp0", "mcmj0", "mjdh0", "fmgd0", "mgrt0", "mnjm0",
+    "fdhc0", "mjln0", "mpam0", "fmld0",
 ];
 
 /// TIMIT's 50-speaker development set (Kaldi `egs/timit/s5/conf/dev_spk.list`).
 pub const TIMIT_DEV_SPEAKERS: [&str; 50] = [
-    "faks0", "fdac1", "fjem0", "mgwt0", "mjar0", "mmdb1", "mmdm2", "mpdf0", "fcmh0", "fkms0", "mbdg0", "mbwm0", "mcsh0",
-    "fadg0", "fdms0", "fedw0", "mgjf0", "mglb0", "mrtk0", "mtaa0", "mtdt0", "mthc0", "mwjg0", "fnmr0", "frew0", "fsem0",
-    "mbns0", "mmjr0", "mdls0", "mdlf0", "mdvc0", "mers0", "fmah0", "fdrw0", "mrcs0", "mrjm4", "fcal1", "mmwh0", "fjsj0",
-    "majc0", "mjsw0", "mreb0", "fgjd0", "fjmg0", "mroa0", "mteb0", "mjfc0", "mrjr0", "fmml0", "mrws1",
+    "faks0", "fdac1", "fjem0", "mgwt0", "mjar0", "mmdb1", "mmdm2", "mpdf0", "fcmh0", "fkms0",
+    "mbdg0", "mbwm0", "mcsh0", "fadg0", "fdms0", "fedw0", "mgjf0", "mglb0", "mrtk0", "mtaa0",
+    "mtdt0", "mthc0", "mwjg0", "fnmr0", "frew0", "fsem0", "mbns0", "mmjr0", "mdls0", "mdlf0",
+    "mdvc0", "mers0", "fmah0", "fdrw0", "mrcs0", "mrjm4", "fcal1", "mmwh0", "fjsj0", "majc0",
+    "mjsw0", "mreb0", "fgjd0", "fjmg0", "mroa0", "mteb0", "mjfc0", "mrjr0", "fmml0", "mrws1",
 ];
 
 /// FSDD speakers of the default `dev` split (German accent; `lucas` keeps one in train).
@@ -54,7 +56,9 @@ pub const FSDD_DEV_SPEAKERS: [&str; 1] = ["yweweler"];
 /// other four speakers (george, jackson, lucas, nicolas) are `train`.
 pub const FSDD_TEST_SPEAKERS: [&str; 1] = ["theo"];
 
-const DIGIT_WORDS: [&str; 10] = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
+const DIGIT_WORDS: [&str; 10] = [
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+];
 
 /// What one written split holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,7 +85,11 @@ impl std::fmt::Display for ImportSummary {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}: {} utterances, {} speakers", s.name, s.utterances, s.speakers)?;
+            write!(
+                f,
+                "{}: {} utterances, {} speakers",
+                s.name, s.utterances, s.speakers
+            )?;
             if s.phone_segments > 0 {
                 write!(f, ", {} phone segments", s.phone_segments)?;
             }
@@ -104,12 +112,18 @@ struct Utt {
 
 /// Writes one split directory: the data directory, and `phones.ctm` + the phone set when the
 /// utterances have phone times.
-fn write_split(dir: &Path, name: &str, utts: &BTreeMap<String, Utt>, set: Option<&PhoneSet>) -> Result<SplitSummary> {
+fn write_split(
+    dir: &Path,
+    name: &str,
+    utts: &BTreeMap<String, Utt>,
+    set: Option<&PhoneSet>,
+) -> Result<SplitSummary> {
     let mut data = DataDir::default();
     let mut text = BTreeMap::new();
     let mut ctm = BTreeMap::new();
     for (id, u) in utts {
-        data.wav_scp.insert(id.clone(), u.audio.to_string_lossy().into_owned());
+        data.wav_scp
+            .insert(id.clone(), u.audio.to_string_lossy().into_owned());
         data.utt2spk.insert(id.clone(), u.speaker.clone());
         if let Some(t) = &u.text {
             text.insert(id.clone(), t.clone());
@@ -166,12 +180,16 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn file_name_lower(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default()
 }
 
 /// The child of `dir` named `name`, any case.
 fn child_ci(dir: &Path, name: &str) -> Result<Option<PathBuf>> {
-    Ok(read_dir_sorted(dir)?.into_iter().find(|p| file_name_lower(p) == name))
+    Ok(read_dir_sorted(dir)?
+        .into_iter()
+        .find(|p| file_name_lower(p) == name))
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
@@ -210,7 +228,9 @@ impl std::str::FromStr for TimitPhones {
             "61" => Ok(TimitPhones::P61),
             "48" => Ok(TimitPhones::P48),
             "39" => Ok(TimitPhones::P39),
-            _ => Err(Error::config(format!("TIMIT phones '{s}': expected 61, 48 or 39"))),
+            _ => Err(Error::config(format!(
+                "TIMIT phones '{s}': expected 61, 48 or 39"
+            ))),
         }
     }
 }
@@ -226,7 +246,10 @@ pub struct TimitOptions {
 
 impl Default for TimitOptions {
     fn default() -> Self {
-        TimitOptions { phones: TimitPhones::P48, include_sa: false }
+        TimitOptions {
+            phones: TimitPhones::P48,
+            include_sa: false,
+        }
     }
 }
 
@@ -235,7 +258,10 @@ impl Default for TimitOptions {
 pub fn probe_sample_rate(path: &Path) -> Result<f64> {
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut head = Vec::with_capacity(1024);
-    file.by_ref().take(1024).read_to_end(&mut head).map_err(|e| Error::io(path, e))?;
+    file.by_ref()
+        .take(1024)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io(path, e))?;
     if head.starts_with(b"NIST_1A") {
         let text = String::from_utf8_lossy(&head);
         let mut lines = text.lines();
@@ -245,12 +271,20 @@ pub fn probe_sample_rate(path: &Path) -> Result<f64> {
             .and_then(|l| l.trim().parse().ok())
             .ok_or_else(|| Error::format(path, "NIST SPHERE header without its size line"))?;
         if !(16..=65536).contains(&size) {
-            return Err(Error::format(path, format!("NIST SPHERE header size {size} out of range")));
+            return Err(Error::format(
+                path,
+                format!("NIST SPHERE header size {size} out of range"),
+            ));
         }
         if size > head.len() {
-            file.take((size - head.len()) as u64).read_to_end(&mut head).map_err(|e| Error::io(path, e))?;
+            file.take((size - head.len()) as u64)
+                .read_to_end(&mut head)
+                .map_err(|e| Error::io(path, e))?;
             if head.len() < size {
-                return Err(Error::format(path, format!("file ends inside its {size}-byte SPHERE header")));
+                return Err(Error::format(
+                    path,
+                    format!("file ends inside its {size}-byte SPHERE header"),
+                ));
             }
         }
         let text = String::from_utf8_lossy(&head[..size]);
@@ -260,7 +294,9 @@ pub fn probe_sample_rate(path: &Path) -> Result<f64> {
                 break;
             }
             if f.len() == 3 && f[0] == "sample_rate" {
-                let rate: f64 = f[2].parse().map_err(|_| Error::format(path, format!("bad sample_rate '{}'", f[2])))?;
+                let rate: f64 = f[2]
+                    .parse()
+                    .map_err(|_| Error::format(path, format!("bad sample_rate '{}'", f[2])))?;
                 if !(rate > 0.0 && rate.is_finite()) {
                     return Err(Error::format(path, format!("bad sample_rate {rate}")));
                 }
@@ -269,23 +305,36 @@ pub fn probe_sample_rate(path: &Path) -> Result<f64> {
         }
         Ok(timit::TIMIT_SAMPLE_RATE)
     } else if head.starts_with(b"RIFF") {
-        let reader = hound::WavReader::open(path).map_err(|e| Error::format(path, format!("RIFF WAV header: {e}")))?;
+        let reader = hound::WavReader::open(path)
+            .map_err(|e| Error::format(path, format!("RIFF WAV header: {e}")))?;
         Ok(reader.spec().sample_rate as f64)
     } else {
-        Err(Error::format(path, "neither a NIST SPHERE nor a RIFF WAV file"))
+        Err(Error::format(
+            path,
+            "neither a NIST SPHERE nor a RIFF WAV file",
+        ))
     }
 }
 
 /// TIMIT labels -> the chosen inventory. `q` (dropped by the 48/39 folds, as in Kaldi) gives its
 /// time to the phone before it (after it when first); runs of one silence phone merge.
-fn fold_timit(path: &Path, labels: &[PhoneLabel], phones: TimitPhones, set: &PhoneSet) -> Result<Vec<PhoneSegment>> {
+fn fold_timit(
+    path: &Path,
+    labels: &[PhoneLabel],
+    phones: TimitPhones,
+    set: &PhoneSet,
+) -> Result<Vec<PhoneSegment>> {
     let t61 = PhoneSet::timit61();
     let mut out: Vec<PhoneSegment> = Vec::with_capacity(labels.len());
     let mut pending_start: Option<f64> = None;
     for l in labels {
         let name = l.phone.to_lowercase();
         if t61.id(&name).is_none() {
-            return Err(Error::parse(path, l.line, format!("unknown phone '{}' (not one of TIMIT's 61)", l.phone)));
+            return Err(Error::parse(
+                path,
+                l.line,
+                format!("unknown phone '{}' (not one of TIMIT's 61)", l.phone),
+            ));
         }
         let folded: Option<&str> = match phones {
             TimitPhones::P61 => Some(name.as_str()),
@@ -300,8 +349,16 @@ fn fold_timit(path: &Path, labels: &[PhoneLabel], phones: TimitPhones, set: &Pho
             Some(p) => {
                 let start = pending_start.take().unwrap_or(l.start);
                 match out.last_mut() {
-                    Some(prev) if prev.phone == p && set.id(p).is_some_and(|id| set.is_silence(id)) => prev.end = l.end,
-                    _ => out.push(PhoneSegment { phone: p.to_string(), start, end: l.end }),
+                    Some(prev)
+                        if prev.phone == p && set.id(p).is_some_and(|id| set.is_silence(id)) =>
+                    {
+                        prev.end = l.end
+                    }
+                    _ => out.push(PhoneSegment {
+                        phone: p.to_string(),
+                        start,
+                        end: l.end,
+                    }),
                 }
             }
         }
@@ -321,14 +378,22 @@ pub fn import_timit(root: &Path, out: &Path, opts: &TimitOptions) -> Result<Impo
     let root = absolute(root)?;
     let (train_dir, test_dir) = match (child_ci(&root, "train")?, child_ci(&root, "test")?) {
         (Some(a), Some(b)) => (a, b),
-        _ => return Err(Error::config(format!("{}: no TRAIN and TEST directories (expected TIMIT's LDC layout)", root.display()))),
+        _ => {
+            return Err(Error::config(format!(
+                "{}: no TRAIN and TEST directories (expected TIMIT's LDC layout)",
+                root.display()
+            )))
+        }
     };
     let set = opts.phones.phone_set();
     let core: BTreeSet<&str> = TIMIT_CORE_TEST_SPEAKERS.into_iter().collect();
     let dev: BTreeSet<&str> = TIMIT_DEV_SPEAKERS.into_iter().collect();
     let mut splits: BTreeMap<&str, BTreeMap<String, Utt>> = BTreeMap::new();
     for (part, dir) in [("train", &train_dir), ("test", &test_dir)] {
-        for dr in read_dir_sorted(dir)?.into_iter().filter(|p| p.is_dir() && file_name_lower(p).starts_with("dr")) {
+        for dr in read_dir_sorted(dir)?
+            .into_iter()
+            .filter(|p| p.is_dir() && file_name_lower(p).starts_with("dr"))
+        {
             for spk_dir in read_dir_sorted(&dr)?.into_iter().filter(|p| p.is_dir()) {
                 let speaker = file_name_lower(&spk_dir);
                 let split = match part {
@@ -337,43 +402,84 @@ pub fn import_timit(root: &Path, out: &Path, opts: &TimitOptions) -> Result<Impo
                     _ if dev.contains(speaker.as_str()) => "dev",
                     _ => continue,
                 };
-                let files: BTreeMap<String, PathBuf> =
-                    read_dir_sorted(&spk_dir)?.into_iter().filter(|p| p.is_file()).map(|p| (file_name_lower(&p), p)).collect();
+                let files: BTreeMap<String, PathBuf> = read_dir_sorted(&spk_dir)?
+                    .into_iter()
+                    .filter(|p| p.is_file())
+                    .map(|p| (file_name_lower(&p), p))
+                    .collect();
                 for (lname, phn) in files.iter().filter(|(n, _)| n.ends_with(".phn")) {
                     let sentence = &lname[..lname.len() - 4];
                     if sentence.starts_with("sa") && !opts.include_sa {
                         continue;
                     }
                     let wav = files.get(&format!("{sentence}.wav")).ok_or_else(|| {
-                        Error::config(format!("{}: no audio file {sentence}.wav (any case) beside it", phn.display()))
+                        Error::config(format!(
+                            "{}: no audio file {sentence}.wav (any case) beside it",
+                            phn.display()
+                        ))
                     })?;
                     let rate = probe_sample_rate(wav)?;
                     let labels = timit::read_phn(phn, rate)?;
                     let phones = fold_timit(phn, &labels, opts.phones, &set)?;
-                    let text = phones.iter().map(|p| p.phone.as_str()).collect::<Vec<_>>().join(" ");
+                    let text = phones
+                        .iter()
+                        .map(|p| p.phone.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ");
                     let utt = format!("{speaker}_{sentence}");
-                    let entry = Utt { speaker: speaker.clone(), audio: wav.clone(), text: Some(text), phones: Some(phones) };
-                    if splits.entry(split).or_default().insert(utt.clone(), entry).is_some() {
-                        return Err(Error::config(format!("{}: utterance {utt} found twice", phn.display())));
+                    let entry = Utt {
+                        speaker: speaker.clone(),
+                        audio: wav.clone(),
+                        text: Some(text),
+                        phones: Some(phones),
+                    };
+                    if splits
+                        .entry(split)
+                        .or_default()
+                        .insert(utt.clone(), entry)
+                        .is_some()
+                    {
+                        return Err(Error::config(format!(
+                            "{}: utterance {utt} found twice",
+                            phn.display()
+                        )));
                     }
                 }
             }
         }
     }
     if splits.get("train").map_or(true, BTreeMap::is_empty) {
-        return Err(Error::config(format!("{}: no TIMIT utterances (.PHN with .WAV) under TRAIN/DR*/SPEAKER/", root.display())));
+        return Err(Error::config(format!(
+            "{}: no TIMIT utterances (.PHN with .WAV) under TRAIN/DR*/SPEAKER/",
+            root.display()
+        )));
     }
     let mut summary = ImportSummary::default();
     for name in ["train", "dev", "test"] {
         match splits.get(name) {
-            Some(utts) if !utts.is_empty() => summary.splits.push(write_split(&out.join(name), name, utts, Some(&set))?),
-            _ => summary.notes.push(format!("split {name} has no utterances; not written")),
+            Some(utts) if !utts.is_empty() => {
+                summary
+                    .splits
+                    .push(write_split(&out.join(name), name, utts, Some(&set))?)
+            }
+            _ => summary
+                .notes
+                .push(format!("split {name} has no utterances; not written")),
         }
     }
-    for (name, list) in [("dev", TIMIT_DEV_SPEAKERS.len()), ("test", TIMIT_CORE_TEST_SPEAKERS.len())] {
-        let found = summary.splits.iter().find(|s| s.name == name).map_or(0, |s| s.speakers);
+    for (name, list) in [
+        ("dev", TIMIT_DEV_SPEAKERS.len()),
+        ("test", TIMIT_CORE_TEST_SPEAKERS.len()),
+    ] {
+        let found = summary
+            .splits
+            .iter()
+            .find(|s| s.name == name)
+            .map_or(0, |s| s.speakers);
         if found != list {
-            summary.notes.push(format!("{name}: {found} of the standard {list} speakers found"));
+            summary.notes.push(format!(
+                "{name}: {found} of the standard {list} speakers found"
+            ));
         }
     }
     Ok(summary)
@@ -408,7 +514,10 @@ fn parse_fsdd_name(name: &str) -> Option<(usize, String, u32)> {
     let (speaker, index) = rest.rsplit_once('_')?;
     let digit: usize = digit.parse().ok().filter(|d| *d < 10)?;
     let index: u32 = index.parse().ok()?;
-    let ok_speaker = !speaker.is_empty() && speaker.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let ok_speaker = !speaker.is_empty()
+        && speaker
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-');
     ok_speaker.then(|| (digit, speaker.to_string(), index))
 }
 
@@ -429,23 +538,42 @@ pub fn import_fsdd(root: &Path, out: &Path, split: &FsddSplit) -> Result<ImportS
             continue;
         }
         let (digit, speaker, index) = parse_fsdd_name(&name).ok_or_else(|| {
-            Error::config(format!("{}: not an FSDD file name (expected DIGIT_SPEAKER_INDEX.wav)", path.display()))
+            Error::config(format!(
+                "{}: not an FSDD file name (expected DIGIT_SPEAKER_INDEX.wav)",
+                path.display()
+            ))
         })?;
         let id = format!("{speaker}_{digit}_{index}");
-        utts.push((id, Utt { speaker, audio: path, text: Some(DIGIT_WORDS[digit].to_string()), phones: None }, index));
+        utts.push((
+            id,
+            Utt {
+                speaker,
+                audio: path,
+                text: Some(DIGIT_WORDS[digit].to_string()),
+                phones: None,
+            },
+            index,
+        ));
     }
     if utts.is_empty() {
-        return Err(Error::config(format!("{}: no FSDD recordings (DIGIT_SPEAKER_INDEX.wav)", rec.display())));
+        return Err(Error::config(format!(
+            "{}: no FSDD recordings (DIGIT_SPEAKER_INDEX.wav)",
+            rec.display()
+        )));
     }
     let speakers: BTreeSet<String> = utts.iter().map(|u| u.1.speaker.clone()).collect();
     if let FsddSplit::Speakers { dev, test } = split {
         for s in dev.iter().chain(test) {
             if !speakers.contains(s) {
-                return Err(Error::config(format!("FSDD speaker '{s}' has no recordings (speakers: {speakers:?})")));
+                return Err(Error::config(format!(
+                    "FSDD speaker '{s}' has no recordings (speakers: {speakers:?})"
+                )));
             }
         }
         if let Some(s) = dev.iter().find(|s| test.contains(s)) {
-            return Err(Error::config(format!("FSDD speaker '{s}' is in both dev and test")));
+            return Err(Error::config(format!(
+                "FSDD speaker '{s}' is in both dev and test"
+            )));
         }
     }
     let mut splits: BTreeMap<&str, BTreeMap<String, Utt>> = BTreeMap::new();
@@ -457,20 +585,36 @@ pub fn import_fsdd(root: &Path, out: &Path, split: &FsddSplit) -> Result<ImportS
             FsddSplit::Official if index < 5 => "test",
             FsddSplit::Official => "train",
         };
-        if splits.entry(name).or_default().insert(id.clone(), utt).is_some() {
-            return Err(Error::config(format!("{}: utterance {id} found twice", rec.display())));
+        if splits
+            .entry(name)
+            .or_default()
+            .insert(id.clone(), utt)
+            .is_some()
+        {
+            return Err(Error::config(format!(
+                "{}: utterance {id} found twice",
+                rec.display()
+            )));
         }
     }
     let mut summary = ImportSummary::default();
     for name in ["train", "dev", "test"] {
         if let Some(u) = splits.get(name).filter(|u| !u.is_empty()) {
-            summary.splits.push(write_split(&out.join(name), name, u, None)?);
+            summary
+                .splits
+                .push(write_split(&out.join(name), name, u, None)?);
         }
     }
     if let FsddSplit::Speakers { dev, test } = split {
-        summary.notes.push(format!("speaker-disjoint splits: dev = {}, test = {}, train = the rest", dev.join(" "), test.join(" ")));
+        summary.notes.push(format!(
+            "speaker-disjoint splits: dev = {}, test = {}, train = the rest",
+            dev.join(" "),
+            test.join(" ")
+        ));
     }
-    summary.notes.push("FSDD has no phone times: no phones.ctm written".to_string());
+    summary
+        .notes
+        .push("FSDD has no phone times: no phones.ctm written".to_string());
     Ok(summary)
 }
 
@@ -488,7 +632,10 @@ pub struct KaldiOptions {
 
 impl Default for KaldiOptions {
     fn default() -> Self {
-        KaldiOptions { num_senones: None, tolerance: DEFAULT_FRAME_TOLERANCE }
+        KaldiOptions {
+            num_senones: None,
+            tolerance: DEFAULT_FRAME_TOLERANCE,
+        }
     }
 }
 
@@ -509,13 +656,21 @@ pub struct KaldiImport {
 /// `ali.txt`. An alignment for an utterance the directory lacks, an id at or above
 /// `num_senones`, or (when the source has `utt2num_frames`) a length off by more than the
 /// tolerance is an error.
-pub fn import_kaldi(data_dir: &Path, ali: &Path, out: &Path, opts: &KaldiOptions) -> Result<KaldiImport> {
+pub fn import_kaldi(
+    data_dir: &Path,
+    ali: &Path,
+    out: &Path,
+    opts: &KaldiOptions,
+) -> Result<KaldiImport> {
     let mut data = DataDir::read(data_dir)?;
     let alignments = read_alignments(ali)?;
     if alignments.is_empty() {
         return Err(Error::parse(ali, 0, "no alignments"));
     }
-    let strangers: Vec<&String> = alignments.keys().filter(|u| !data.utt2spk.contains_key(*u)).collect();
+    let strangers: Vec<&String> = alignments
+        .keys()
+        .filter(|u| !data.utt2spk.contains_key(*u))
+        .collect();
     if !strangers.is_empty() {
         let shown: Vec<&str> = strangers.iter().take(10).map(|s| s.as_str()).collect();
         return Err(Error::Mismatch(format!(
@@ -543,32 +698,57 @@ pub fn import_kaldi(data_dir: &Path, ali: &Path, out: &Path, opts: &KaldiOptions
     let frame_check = if frames_path.exists() {
         let mut frames = BTreeMap::new();
         for (utt, v) in read_map(&frames_path)? {
-            let n: usize = v.parse().map_err(|_| Error::parse(&frames_path, 0, format!("utterance {utt}: bad frame count '{v}'")))?;
+            let n: usize = v.parse().map_err(|_| {
+                Error::parse(
+                    &frames_path,
+                    0,
+                    format!("utterance {utt}: bad frame count '{v}'"),
+                )
+            })?;
             frames.insert(utt, n);
         }
-        let lengths: BTreeMap<String, usize> = alignments.iter().map(|(u, v)| (u.clone(), v.len())).collect();
+        let lengths: BTreeMap<String, usize> = alignments
+            .iter()
+            .map(|(u, v)| (u.clone(), v.len()))
+            .collect();
         let report = check_frame_counts(&lengths, &frames, opts.tolerance).into_result()?;
         Some(report)
     } else {
         None
     };
-    let unaligned: Vec<String> = data.utt2spk.keys().filter(|u| !alignments.contains_key(*u)).cloned().collect();
+    let unaligned: Vec<String> = data
+        .utt2spk
+        .keys()
+        .filter(|u| !alignments.contains_key(*u))
+        .cloned()
+        .collect();
     let keep: BTreeSet<String> = alignments.keys().cloned().collect();
     data.retain_utts(&keep);
     data.write(out)?;
     write_alignments(out.join(ALI_TXT), &alignments)?;
     let mut summary = ImportSummary::default();
     summary.splits.push(SplitSummary {
-        name: out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        name: out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         dir: out.to_path_buf(),
         utterances: data.utt2spk.len(),
         speakers: data.spk2utt().len(),
         phone_segments: 0,
     });
     if !unaligned.is_empty() {
-        summary.notes.push(format!("{} utterances without an alignment left out", unaligned.len()));
+        summary.notes.push(format!(
+            "{} utterances without an alignment left out",
+            unaligned.len()
+        ));
     }
-    Ok(KaldiImport { summary, num_senones: opts.num_senones.unwrap_or(top as usize + 1), unaligned, frame_check })
+    Ok(KaldiImport {
+        summary,
+        num_senones: opts.num_senones.unwrap_or(top as usize + 1),
+        unaligned,
+        frame_check,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -595,7 +775,9 @@ impl std::str::FromStr for LabelFormat {
             "textgrid" => Ok(LabelFormat::TextGrid),
             "phn" | "timit" => Ok(LabelFormat::Phn),
             "auto" => Ok(LabelFormat::Auto),
-            _ => Err(Error::config(format!("label format '{s}': expected auto, hts, textgrid or phn"))),
+            _ => Err(Error::config(format!(
+                "label format '{s}': expected auto, hts, textgrid or phn"
+            ))),
         }
     }
 }
@@ -666,7 +848,11 @@ fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 /// Imports a directory of label files into the data directory `out` with `phones.ctm`.
 /// Utterance ids are the label file names without extension (and suffix), prefixed with the
 /// speaker when one is known and not already a prefix.
-pub fn import_labels(label_dir: &Path, out: &Path, opts: &LabelImportOptions) -> Result<ImportSummary> {
+pub fn import_labels(
+    label_dir: &Path,
+    out: &Path,
+    opts: &LabelImportOptions,
+) -> Result<ImportSummary> {
     let label_dir = absolute(label_dir)?;
     let audio_dir = match &opts.audio_dir {
         Some(d) => absolute(d)?,
@@ -676,11 +862,16 @@ pub fn import_labels(label_dir: &Path, out: &Path, opts: &LabelImportOptions) ->
     walk_files(&label_dir, &mut files)?;
     let mut utts: BTreeMap<String, Utt> = BTreeMap::new();
     for path in files {
-        let Some(format) = LabelFormat::of(&path) else { continue };
+        let Some(format) = LabelFormat::of(&path) else {
+            continue;
+        };
         if opts.format != LabelFormat::Auto && opts.format != format {
             continue;
         }
-        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let base = match &opts.suffix {
             Some(sfx) => match stem.strip_suffix(sfx.as_str()) {
                 Some(b) if !b.is_empty() => b.to_string(),
@@ -688,7 +879,11 @@ pub fn import_labels(label_dir: &Path, out: &Path, opts: &LabelImportOptions) ->
             },
             None => stem.clone(),
         };
-        let rel_dir = path.parent().and_then(|p| p.strip_prefix(&label_dir).ok()).unwrap_or(Path::new("")).to_path_buf();
+        let rel_dir = path
+            .parent()
+            .and_then(|p| p.strip_prefix(&label_dir).ok())
+            .unwrap_or(Path::new(""))
+            .to_path_buf();
         let speaker = match rel_dir.components().next() {
             Some(c) => Some(c.as_os_str().to_string_lossy().into_owned()),
             None => opts.speaker.clone(),
@@ -696,7 +891,11 @@ pub fn import_labels(label_dir: &Path, out: &Path, opts: &LabelImportOptions) ->
         let base_ref = &base;
         let audio = [audio_dir.join(&rel_dir), audio_dir.clone()]
             .iter()
-            .flat_map(|d| AUDIO_EXTENSIONS.iter().map(move |e| d.join(format!("{base_ref}.{e}"))))
+            .flat_map(|d| {
+                AUDIO_EXTENSIONS
+                    .iter()
+                    .map(move |e| d.join(format!("{base_ref}.{e}")))
+            })
             .find(|p| p.is_file())
             .ok_or_else(|| {
                 Error::config(format!(
@@ -711,25 +910,54 @@ pub fn import_labels(label_dir: &Path, out: &Path, opts: &LabelImportOptions) ->
             LabelFormat::Phn => (timit::read_phn(&path, opts.phn_sample_rate)?, None),
             LabelFormat::TextGrid => {
                 let tg = textgrid::read_textgrid(&path)?;
-                (textgrid::textgrid_phones(&path, &tg, &opts.phone_tier)?, textgrid::textgrid_words(&tg, &opts.word_tier))
+                (
+                    textgrid::textgrid_phones(&path, &tg, &opts.phone_tier)?,
+                    textgrid::textgrid_words(&tg, &opts.word_tier),
+                )
             }
             LabelFormat::Auto => unreachable!("LabelFormat::of never returns Auto"),
         };
         let phones = ctm_segments(&path, &labels, &opts.phone_set)?;
         let (utt, speaker) = match speaker {
-            Some(s) if base.starts_with(&format!("{s}_")) || base.starts_with(&format!("{s}-")) || base == s => (base.clone(), s),
+            Some(s)
+                if base.starts_with(&format!("{s}_"))
+                    || base.starts_with(&format!("{s}-"))
+                    || base == s =>
+            {
+                (base.clone(), s)
+            }
             Some(s) => (format!("{s}_{base}"), s),
             None => (base.clone(), base.clone()),
         };
         if utts.contains_key(&utt) {
-            return Err(Error::config(format!("{}: utterance {utt} already read from another label file", path.display())));
+            return Err(Error::config(format!(
+                "{}: utterance {utt} already read from another label file",
+                path.display()
+            )));
         }
-        utts.insert(utt, Utt { speaker, audio, text, phones: Some(phones) });
+        utts.insert(
+            utt,
+            Utt {
+                speaker,
+                audio,
+                text,
+                phones: Some(phones),
+            },
+        );
     }
     if utts.is_empty() {
-        return Err(Error::config(format!("{}: no label files (.lab, .TextGrid, .PHN) found", label_dir.display())));
+        return Err(Error::config(format!(
+            "{}: no label files (.lab, .TextGrid, .PHN) found",
+            label_dir.display()
+        )));
     }
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let split = write_split(out, &name, &utts, Some(&opts.phone_set))?;
-    Ok(ImportSummary { splits: vec![split], notes: Vec::new() })
+    Ok(ImportSummary {
+        splits: vec![split],
+        notes: Vec::new(),
+    })
 }

@@ -2,6 +2,7 @@
 
 pub mod data_dir;
 pub mod import;
+pub mod synth;
 pub mod table;
 pub mod validate;
 

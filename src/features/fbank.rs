@@ -48,8 +48,10 @@ pub fn first_sample_of_frame(frame: usize, opts: &FbankOptions) -> i64 {
 
 /// Per-thread work buffers of one [`Fbank`].
 pub struct FbankScratch {
-    /// `[padded]` the frame being processed.
-    pub(crate) frame: Vec<f32>,
+    /// `[frame_length]` the extracted samples, int16 scale.
+    pub(crate) raw: Vec<f32>,
+    /// `[padded]` the windowed frame, FFT input.
+    frame: Vec<f32>,
     /// `[padded / 2 + 1]` FFT output.
     spectrum: Vec<Complex<f32>>,
     fft_scratch: Vec<Complex<f32>>,
@@ -107,6 +109,7 @@ impl Fbank {
     /// Fresh work buffers for [`Fbank::compute_frame`].
     pub fn scratch(&self) -> FbankScratch {
         FbankScratch {
+            raw: vec![0.0; self.frame_length],
             frame: vec![0.0; self.padded],
             spectrum: self.fft.make_output_vec(),
             fft_scratch: self.fft.make_scratch_vec(),
@@ -122,7 +125,7 @@ impl Fbank {
         let mut scratch = self.scratch();
         for t in 0..n {
             let start = first_sample_of_frame(t, &self.opts);
-            self.extract_window(samples, 0, samples.len(), start, &mut scratch.frame);
+            self.extract_window(samples, 0, samples.len(), start, &mut scratch.raw);
             self.compute_frame(&mut scratch, t, dither_seed, out.row_mut(t));
         }
         out
@@ -151,12 +154,11 @@ impl Fbank {
         }
     }
 
-    /// Turns the extracted window in `scratch.frame[..frame_length]` into one feature vector.
+    /// Turns the extracted window in `scratch.raw` into one feature vector.
     pub(crate) fn compute_frame(&self, scratch: &mut FbankScratch, frame_index: usize, dither_seed: u64, out: &mut [f32]) {
         let o = &self.opts;
         let len = self.frame_length;
-        let frame = &mut scratch.frame;
-        let x = &mut frame[..len];
+        let x = &mut scratch.raw[..len];
 
         if o.frame.dither != 0.0 {
             let mut rng = SplitMix64::new(dither_seed ^ (frame_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -175,21 +177,19 @@ impl Fbank {
         if o.use_energy && o.raw_energy {
             log_energy = x.iter().map(|v| v * v).sum::<f32>().max(f32::EPSILON).ln();
         }
+        // Preemphasis and window in one forward pass from `raw` into the FFT buffer; the same
+        // arithmetic as Kaldi's in-place backward loop (y[i] = x[i] - c x[i-1], y[0] = x[0] - c x[0]).
         let c = o.frame.preemphasis_coefficient;
-        if c != 0.0 {
-            for i in (1..len).rev() {
-                x[i] -= c * x[i - 1];
-            }
-            x[0] -= c * x[0];
-        }
-        for (v, w) in x.iter_mut().zip(self.window.iter()) {
-            *v *= w;
+        let frame = &mut scratch.frame;
+        let w = &self.window[..len];
+        frame[0] = (x[0] - c * x[0]) * w[0];
+        for i in 1..len {
+            frame[i] = (x[i] - c * x[i - 1]) * w[i];
         }
         if o.use_energy && !o.raw_energy {
-            log_energy = x.iter().map(|v| v * v).sum::<f32>().max(f32::EPSILON).ln();
+            log_energy = frame[..len].iter().map(|v| v * v).sum::<f32>().max(f32::EPSILON).ln();
         }
         frame[len..].fill(0.0);
-
         self.fft
             .process_with_scratch(frame, &mut scratch.spectrum, &mut scratch.fft_scratch)
             .expect("FFT buffers are sized by the plan");

@@ -110,7 +110,7 @@ impl StreamingFbank {
         let dim = self.fbank.dim();
         let at = out.len();
         out.resize(at + dim, 0.0);
-        self.fbank.extract_window(&self.buffer, self.buffer_offset, self.received, start, &mut self.scratch.frame);
+        self.fbank.extract_window(&self.buffer, self.buffer_offset, self.received, start, &mut self.scratch.raw);
         self.fbank.compute_frame(&mut self.scratch, self.next_frame, self.dither_seed, &mut out[at..]);
         self.next_frame += 1;
     }

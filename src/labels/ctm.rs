@@ -56,7 +56,9 @@ pub fn write_ctm(path: impl AsRef<Path>, utts: &BTreeMap<String, Vec<PhoneSegmen
     write_atomic(path, |w| {
         for (utt, phones) in utts {
             for p in phones {
-                writeln!(w, "{utt} 1 {:.3} {:.3} {}", p.start, p.end - p.start, p.phone)?;
+                // Round the ends, not the duration, so that rounded phones never overlap.
+                let (start, end) = ((p.start * 1000.0).round() / 1000.0, (p.end * 1000.0).round() / 1000.0);
+                writeln!(w, "{utt} 1 {start:.3} {:.3} {}", end - start, p.phone)?;
             }
         }
         Ok(())

@@ -49,7 +49,11 @@ pub struct FrameGeometry {
 impl FrameGeometry {
     /// Kaldi's defaults: 10 ms shift, 25 ms frames, snip-edges true.
     pub fn kaldi() -> Self {
-        FrameGeometry { shift_s: 0.010, length_s: 0.025, snip_edges: true }
+        FrameGeometry {
+            shift_s: 0.010,
+            length_s: 0.025,
+            snip_edges: true,
+        }
     }
 
     /// The framing of a feature configuration (shift and length rounded to whole samples as the
@@ -64,8 +68,15 @@ impl FrameGeometry {
     }
 
     fn validate(&self) -> Result<()> {
-        if !(self.shift_s > 0.0 && self.shift_s.is_finite() && self.length_s > 0.0 && self.length_s.is_finite()) {
-            return Err(Error::config(format!("bad frame geometry: shift {} s, length {} s", self.shift_s, self.length_s)));
+        if !(self.shift_s > 0.0
+            && self.shift_s.is_finite()
+            && self.length_s > 0.0
+            && self.length_s.is_finite())
+        {
+            return Err(Error::config(format!(
+                "bad frame geometry: shift {} s, length {} s",
+                self.shift_s, self.length_s
+            )));
         }
         Ok(())
     }
@@ -85,14 +96,16 @@ impl FrameGeometry {
     pub fn num_frames(&self, duration_s: f64) -> usize {
         // The epsilon absorbs binary rounding of values like 3.075 / 0.01.
         const EPS: f64 = 1e-6;
-        if !(duration_s > 0.0) {
+        if duration_s.is_nan() || duration_s <= 0.0 {
             return 0;
         }
         if self.snip_edges {
             if duration_s + EPS < self.length_s {
                 0
             } else {
-                1 + ((duration_s - self.length_s) / self.shift_s + EPS).floor().max(0.0) as usize
+                1 + ((duration_s - self.length_s) / self.shift_s + EPS)
+                    .floor()
+                    .max(0.0) as usize
             }
         } else {
             (duration_s / self.shift_s + 0.5 + EPS).floor() as usize
@@ -137,7 +150,11 @@ pub struct FrameLabeler<'a> {
 impl<'a> FrameLabeler<'a> {
     /// A labeler with [`DEFAULT_FRAME_TOLERANCE`].
     pub fn new(set: &'a PhoneSet, geometry: FrameGeometry) -> Self {
-        FrameLabeler { set, geometry, tolerance: DEFAULT_FRAME_TOLERANCE }
+        FrameLabeler {
+            set,
+            geometry,
+            tolerance: DEFAULT_FRAME_TOLERANCE,
+        }
     }
 
     /// The same labeler with another tolerance (frames).
@@ -173,20 +190,38 @@ impl<'a> FrameLabeler<'a> {
         let mut prev_end = 0.0_f64;
         for p in phones {
             let phone = self.set.lookup(&p.phone).ok_or_else(|| {
-                Error::config(format!("unknown phone '{}' (not in phone set {})", p.phone, self.set.name()))
+                Error::config(format!(
+                    "unknown phone '{}' (not in phone set {})",
+                    p.phone,
+                    self.set.name()
+                ))
             })?;
             if !(p.start.is_finite() && p.end.is_finite() && p.start >= 0.0 && p.end >= p.start) {
-                return Err(Error::config(format!("phone '{}' has bad times {} .. {}", p.phone, p.start, p.end)));
+                return Err(Error::config(format!(
+                    "phone '{}' has bad times {} .. {}",
+                    p.phone, p.start, p.end
+                )));
             }
             if p.start + 1e-6 < prev_end {
-                return Err(Error::config(format!("phone '{}' starts at {} s, before the previous phone ends ({prev_end} s)", p.phone, p.start)));
+                return Err(Error::config(format!(
+                    "phone '{}' starts at {} s, before the previous phone ends ({prev_end} s)",
+                    p.phone, p.start
+                )));
             }
-            let mut seg = IdSegment { phone, start: p.start, end: p.end };
+            let mut seg = IdSegment {
+                phone,
+                start: p.start,
+                end: p.end,
+            };
             if p.start - prev_end > MIN_GAP_S {
                 match filled.last_mut() {
                     Some(last) if self.set.is_silence(last.phone) => last.end = p.start,
                     _ if self.set.is_silence(phone) => seg.start = prev_end,
-                    _ => filled.push(IdSegment { phone: sil, start: prev_end, end: p.start }),
+                    _ => filled.push(IdSegment {
+                        phone: sil,
+                        start: prev_end,
+                        end: p.start,
+                    }),
                 }
             }
             filled.push(seg);
@@ -196,7 +231,11 @@ impl<'a> FrameLabeler<'a> {
         if self.set.is_silence(last.phone) {
             last.end = f64::INFINITY;
         } else {
-            filled.push(IdSegment { phone: sil, start: prev_end, end: f64::INFINITY });
+            filled.push(IdSegment {
+                phone: sil,
+                start: prev_end,
+                end: f64::INFINITY,
+            });
         }
         filled[0].start = f64::NEG_INFINITY;
         Ok(filled)
@@ -219,16 +258,31 @@ impl<'a> FrameLabeler<'a> {
     /// Phone id per frame: `[num_frames]`.
     pub fn phones(&self, phones: &[PhoneSegment], num_frames: usize) -> Result<Vec<u32>> {
         let filled = self.fill(phones, num_frames)?;
-        Ok(self.frame_segments(&filled, num_frames).into_iter().map(|i| filled[i].phone).collect())
+        Ok(self
+            .frame_segments(&filled, num_frames)
+            .into_iter()
+            .map(|i| filled[i].phone)
+            .collect())
     }
 
     /// `(phone, state)` per frame: `[num_frames]`.
     pub fn states(&self, phones: &[PhoneSegment], num_frames: usize) -> Result<Vec<FrameLabel>> {
-        Ok(self.contexts(phones, num_frames)?.into_iter().map(|c| FrameLabel { phone: c.phone, state: c.state }).collect())
+        Ok(self
+            .contexts(phones, num_frames)?
+            .into_iter()
+            .map(|c| FrameLabel {
+                phone: c.phone,
+                state: c.state,
+            })
+            .collect())
     }
 
     /// `(left, phone, right, state)` per frame: `[num_frames]`.
-    pub fn contexts(&self, phones: &[PhoneSegment], num_frames: usize) -> Result<Vec<ContextLabel>> {
+    pub fn contexts(
+        &self,
+        phones: &[PhoneSegment],
+        num_frames: usize,
+    ) -> Result<Vec<ContextLabel>> {
         let filled = self.fill(phones, num_frames)?;
         let sil = self.set.silence_id().expect("checked by fill");
         let seg_of = self.frame_segments(&filled, num_frames);
@@ -236,14 +290,23 @@ impl<'a> FrameLabeler<'a> {
         let mut run_start = 0;
         while run_start < num_frames {
             let seg = seg_of[run_start];
-            let run_end = run_start + seg_of[run_start..].iter().take_while(|&&s| s == seg).count();
+            let run_end = run_start
+                + seg_of[run_start..]
+                    .iter()
+                    .take_while(|&&s| s == seg)
+                    .count();
             let n = run_end - run_start;
             let left = if seg > 0 { filled[seg - 1].phone } else { sil };
             let right = filled.get(seg + 1).map_or(sil, |s| s.phone);
             for k in 0..n {
                 // k-th of n frames -> state floor(3k / n): three near-equal runs.
                 let state = (k * NUM_STATES as usize / n) as u8;
-                out.push(ContextLabel { left, phone: filled[seg].phone, right, state });
+                out.push(ContextLabel {
+                    left,
+                    phone: filled[seg].phone,
+                    right,
+                    state,
+                });
             }
             run_start = run_end;
         }
@@ -259,15 +322,24 @@ impl<'a> FrameLabeler<'a> {
         phones: &BTreeMap<String, Vec<PhoneSegment>>,
         feature_frames: &BTreeMap<String, usize>,
     ) -> Result<(BTreeMap<String, Vec<ContextLabel>>, FrameCountReport)> {
-        let label_frames: BTreeMap<String, usize> = phones.iter().map(|(u, p)| (u.clone(), self.label_frames(p))).collect();
+        let label_frames: BTreeMap<String, usize> = phones
+            .iter()
+            .map(|(u, p)| (u.clone(), self.label_frames(p)))
+            .collect();
         let report = check_frame_counts(&label_frames, feature_frames, self.tolerance);
         let mut out = BTreeMap::new();
         for (utt, segs) in phones {
-            let Some(&n) = feature_frames.get(utt) else { continue };
+            let Some(&n) = feature_frames.get(utt) else {
+                continue;
+            };
             if label_frames[utt].abs_diff(n) > self.tolerance {
                 continue;
             }
-            out.insert(utt.clone(), self.contexts(segs, n).map_err(|e| Error::utterance(utt, e))?);
+            out.insert(
+                utt.clone(),
+                self.contexts(segs, n)
+                    .map_err(|e| Error::utterance(utt, e))?,
+            );
         }
         Ok((out, report))
     }
@@ -283,19 +355,30 @@ pub fn frame_phone_labels(
     snip_edges: bool,
     set: &PhoneSet,
 ) -> Result<Vec<u32>> {
-    let geometry = FrameGeometry { shift_s: frame_shift_s, length_s: frame_length_s, snip_edges };
+    let geometry = FrameGeometry {
+        shift_s: frame_shift_s,
+        length_s: frame_length_s,
+        snip_edges,
+    };
     FrameLabeler::new(set, geometry).phones(phones, num_frames)
 }
 
 /// Reads a CTM and checks every phone against `set`: an unknown phone is an error naming the
 /// file and line. Phones come back with the set's canonical names (`pau` -> `sil`, `AH0` -> `ah`).
-pub fn read_phone_times(path: impl AsRef<Path>, set: &PhoneSet) -> Result<BTreeMap<String, Vec<PhoneSegment>>> {
+pub fn read_phone_times(
+    path: impl AsRef<Path>,
+    set: &PhoneSet,
+) -> Result<BTreeMap<String, Vec<PhoneSegment>>> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     for (i, line) in text.lines().enumerate() {
         if let Some(phone) = line.split_whitespace().nth(4) {
             if set.lookup(phone).is_none() {
-                return Err(Error::parse(path, i + 1, format!("unknown phone '{phone}' (not in phone set {})", set.name())));
+                return Err(Error::parse(
+                    path,
+                    i + 1,
+                    format!("unknown phone '{phone}' (not in phone set {})", set.name()),
+                ));
             }
         }
     }
@@ -370,10 +453,20 @@ impl std::fmt::Display for FrameCountReport {
             )?;
         }
         if !self.missing_labels.is_empty() {
-            write!(f, "\n  {} utterances have features but no labels: {}", self.missing_labels.len(), self.missing_labels.join(" "))?;
+            write!(
+                f,
+                "\n  {} utterances have features but no labels: {}",
+                self.missing_labels.len(),
+                self.missing_labels.join(" ")
+            )?;
         }
         if !self.missing_features.is_empty() {
-            write!(f, "\n  {} utterances have labels but no features: {}", self.missing_features.len(), self.missing_features.join(" "))?;
+            write!(
+                f,
+                "\n  {} utterances have labels but no features: {}",
+                self.missing_features.len(),
+                self.missing_features.join(" ")
+            )?;
         }
         Ok(())
     }
@@ -386,18 +479,29 @@ pub fn check_frame_counts(
     feature_frames: &BTreeMap<String, usize>,
     tolerance: usize,
 ) -> FrameCountReport {
-    let mut report = FrameCountReport { tolerance, ..Default::default() };
+    let mut report = FrameCountReport {
+        tolerance,
+        ..Default::default()
+    };
     for (utt, &l) in label_frames {
         match feature_frames.get(utt) {
             Some(&n) => {
                 report.checked += 1;
                 if l.abs_diff(n) > tolerance {
-                    report.mismatches.push(FrameCountMismatch { utt: utt.clone(), label_frames: l, feature_frames: n });
+                    report.mismatches.push(FrameCountMismatch {
+                        utt: utt.clone(),
+                        label_frames: l,
+                        feature_frames: n,
+                    });
                 }
             }
             None => report.missing_features.push(utt.clone()),
         }
     }
-    report.missing_labels = feature_frames.keys().filter(|u| !label_frames.contains_key(*u)).cloned().collect();
+    report.missing_labels = feature_frames
+        .keys()
+        .filter(|u| !label_frames.contains_key(*u))
+        .cloned()
+        .collect();
     report
 }

@@ -71,30 +71,61 @@ pub fn read_hts_labels(path: impl AsRef<Path>) -> Result<Vec<HtsLabel>> {
             return Err(Error::parse(
                 path,
                 i + 1,
-                format!("expected 'start end label' (times in 100 ns units), got {} fields", f.len()),
+                format!(
+                    "expected 'start end label' (times in 100 ns units), got {} fields",
+                    f.len()
+                ),
             ));
         }
         let time = |s: &str, what: &str| -> Result<f64> {
             s.parse::<u64>()
                 .map(|v| v as f64 * HTK_TIME_UNIT)
-                .map_err(|_| Error::parse(path, i + 1, format!("bad {what} time '{s}' (expected an integer in 100 ns units)")))
+                .map_err(|_| {
+                    Error::parse(
+                        path,
+                        i + 1,
+                        format!("bad {what} time '{s}' (expected an integer in 100 ns units)"),
+                    )
+                })
         };
         let start = time(f[0], "start")?;
         let end = time(f[1], "end")?;
         if end < start {
-            return Err(Error::parse(path, i + 1, format!("end {end} s before start {start} s")));
+            return Err(Error::parse(
+                path,
+                i + 1,
+                format!("end {end} s before start {start} s"),
+            ));
         }
         if let Some(prev) = out.last() {
             if start + 1e-9 < prev.end {
-                return Err(Error::parse(path, i + 1, format!("label starts at {start} s, before the previous one ends ({} s)", prev.end)));
+                return Err(Error::parse(
+                    path,
+                    i + 1,
+                    format!(
+                        "label starts at {start} s, before the previous one ends ({} s)",
+                        prev.end
+                    ),
+                ));
             }
         }
         let (label, state) = split_state(f[2]).map_err(|m| Error::parse(path, i + 1, m))?;
         let phone = centre_phone(label);
         if phone.is_empty() {
-            return Err(Error::parse(path, i + 1, format!("empty centre phone in label '{label}'")));
+            return Err(Error::parse(
+                path,
+                i + 1,
+                format!("empty centre phone in label '{label}'"),
+            ));
         }
-        out.push(HtsLabel { start, end, label: label.to_string(), phone: phone.to_string(), state, line: i + 1 });
+        out.push(HtsLabel {
+            start,
+            end,
+            label: label.to_string(),
+            phone: phone.to_string(),
+            state,
+            line: i + 1,
+        });
     }
     if out.is_empty() {
         return Err(Error::parse(path, 0, "no labels"));
@@ -114,7 +145,12 @@ pub fn hts_phones(labels: &[HtsLabel]) -> Vec<PhoneLabel> {
         if continues {
             out.last_mut().expect("a previous label").end = l.end;
         } else {
-            out.push(PhoneLabel { phone: l.phone.clone(), start: l.start, end: l.end, line: l.line });
+            out.push(PhoneLabel {
+                phone: l.phone.clone(),
+                start: l.start,
+                end: l.end,
+                line: l.line,
+            });
         }
         prev = l.state.map(|s| (l.label.as_str(), s));
     }
@@ -127,7 +163,11 @@ pub fn read_festival_lab(path: impl AsRef<Path>) -> Result<Vec<PhoneLabel>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut lines = text.lines().enumerate();
     if !lines.any(|(_, l)| l.trim() == "#") {
-        return Err(Error::parse(path, 0, "no '#' line ending the xwaves header"));
+        return Err(Error::parse(
+            path,
+            0,
+            "no '#' line ending the xwaves header",
+        ));
     }
     let mut out: Vec<PhoneLabel> = Vec::new();
     let mut prev_end = 0.0;
@@ -137,13 +177,28 @@ pub fn read_festival_lab(path: impl AsRef<Path>) -> Result<Vec<PhoneLabel>> {
             continue;
         }
         if f.len() < 3 {
-            return Err(Error::parse(path, i + 1, format!("expected 'end_time colour label', got {} fields", f.len())));
+            return Err(Error::parse(
+                path,
+                i + 1,
+                format!("expected 'end_time colour label', got {} fields", f.len()),
+            ));
         }
-        let end: f64 = f[0].parse().map_err(|_| Error::parse(path, i + 1, format!("bad end time '{}'", f[0])))?;
+        let end: f64 = f[0]
+            .parse()
+            .map_err(|_| Error::parse(path, i + 1, format!("bad end time '{}'", f[0])))?;
         if !end.is_finite() || end < prev_end {
-            return Err(Error::parse(path, i + 1, format!("end time {} is before the previous one ({prev_end})", f[0])));
+            return Err(Error::parse(
+                path,
+                i + 1,
+                format!("end time {} is before the previous one ({prev_end})", f[0]),
+            ));
         }
-        out.push(PhoneLabel { phone: f[2].to_string(), start: prev_end, end, line: i + 1 });
+        out.push(PhoneLabel {
+            phone: f[2].to_string(),
+            start: prev_end,
+            end,
+            line: i + 1,
+        });
         prev_end = end;
     }
     if out.is_empty() {

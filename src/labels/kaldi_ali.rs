@@ -20,13 +20,29 @@ pub fn read_alignments(path: impl AsRef<Path>) -> Result<BTreeMap<String, Vec<u3
         let mut fields = line.split_whitespace();
         let Some(utt) = fields.next() else { continue };
         let ids = fields
-            .map(|f| f.parse::<u32>().map_err(|_| Error::parse(path, i + 1, format!("utterance {utt}: bad id '{f}' (expected a non-negative integer)"))))
+            .map(|f| {
+                f.parse::<u32>().map_err(|_| {
+                    Error::parse(
+                        path,
+                        i + 1,
+                        format!("utterance {utt}: bad id '{f}' (expected a non-negative integer)"),
+                    )
+                })
+            })
             .collect::<Result<Vec<u32>>>()?;
         if ids.is_empty() {
-            return Err(Error::parse(path, i + 1, format!("utterance {utt} has no frame ids")));
+            return Err(Error::parse(
+                path,
+                i + 1,
+                format!("utterance {utt} has no frame ids"),
+            ));
         }
         if let Some(prev) = first_line.insert(utt.to_string(), i + 1) {
-            return Err(Error::parse(path, i + 1, format!("duplicate utterance '{utt}' (first on line {prev})")));
+            return Err(Error::parse(
+                path,
+                i + 1,
+                format!("duplicate utterance '{utt}' (first on line {prev})"),
+            ));
         }
         out.insert(utt.to_string(), ids);
     }
@@ -34,7 +50,10 @@ pub fn read_alignments(path: impl AsRef<Path>) -> Result<BTreeMap<String, Vec<u3
 }
 
 /// Writes alignments atomically, utterances in sorted order.
-pub fn write_alignments(path: impl AsRef<Path>, alignments: &BTreeMap<String, Vec<u32>>) -> Result<()> {
+pub fn write_alignments(
+    path: impl AsRef<Path>,
+    alignments: &BTreeMap<String, Vec<u32>>,
+) -> Result<()> {
     write_atomic(path, |w| {
         for (utt, ids) in alignments {
             write!(w, "{utt}")?;

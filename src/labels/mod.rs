@@ -17,7 +17,9 @@ pub mod tree;
 pub mod tree_questions;
 
 pub use ctm::{read_ctm, write_ctm, PhoneSegment};
-pub use frame_labels::{check_frame_counts, frame_phone_labels, ContextLabel, FrameGeometry, FrameLabel, FrameLabeler};
+pub use frame_labels::{
+    check_frame_counts, frame_phone_labels, ContextLabel, FrameCountReport, FrameGeometry, FrameLabel, FrameLabeler,
+};
 pub use kaldi_ali::{read_alignments, write_alignments};
 pub use phones::{PhoneClass, PhoneSet};
 

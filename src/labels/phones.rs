@@ -91,6 +91,7 @@ pub const CLASS_NAMES: &[&str] = &[
 
 /// Phonetic features of every phone name the built-in sets use (ARPAbet, TIMIT 61/48/39).
 /// Each feature is one of [`CLASS_NAMES`].
+#[rustfmt::skip]
 fn phone_features(phone: &str) -> &'static [&'static str] {
     match phone {
         // Silences and pauses.
@@ -171,8 +172,9 @@ fn phone_features(phone: &str) -> &'static [&'static str] {
 
 /// The 39 CMU/ARPAbet phones (lower case, no stress).
 const ARPABET39: &[&str] = &[
-    "aa", "ae", "ah", "ao", "aw", "ay", "b", "ch", "d", "dh", "eh", "er", "ey", "f", "g", "hh", "ih", "iy", "jh",
-    "k", "l", "m", "n", "ng", "ow", "oy", "p", "r", "s", "sh", "t", "th", "uh", "uw", "v", "w", "y", "z", "zh",
+    "aa", "ae", "ah", "ao", "aw", "ay", "b", "ch", "d", "dh", "eh", "er", "ey", "f", "g", "hh",
+    "ih", "iy", "jh", "k", "l", "m", "n", "ng", "ow", "oy", "p", "r", "s", "sh", "t", "th", "uh",
+    "uw", "v", "w", "y", "z", "zh",
 ];
 
 /// TIMIT's 61 labels with their 48-set and 39-set folds (Kaldi `phones.60-48-39.map`); `q` has
@@ -245,7 +247,10 @@ const TIMIT_FOLDING: &[(&str, &str, &str)] = &[
 /// that are not TIMIT labels. Case-insensitive.
 pub fn fold_61_to_48(phone: &str) -> Option<&'static str> {
     let p = phone.to_ascii_lowercase();
-    TIMIT_FOLDING.iter().find(|(p61, _, _)| *p61 == p).and_then(|&(_, p48, _)| (!p48.is_empty()).then_some(p48))
+    TIMIT_FOLDING
+        .iter()
+        .find(|(p61, _, _)| *p61 == p)
+        .and_then(|&(_, p48, _)| (!p48.is_empty()).then_some(p48))
 }
 
 /// Folds a TIMIT 61 or 48 label to the 39 set; `None` for `q` and unknown names.
@@ -256,7 +261,10 @@ pub fn fold_to_39(phone: &str) -> Option<&'static str> {
         return (!p39.is_empty()).then_some(p39);
     }
     // 48-set names that are not 61 labels.
-    TIMIT_FOLDING.iter().find(|(_, p48, _)| *p48 == p).map(|&(_, _, p39)| p39)
+    TIMIT_FOLDING
+        .iter()
+        .find(|(_, p48, _)| *p48 == p)
+        .map(|&(_, _, p39)| p39)
 }
 
 /// A named group of phones (ids), for tree questions.
@@ -285,21 +293,37 @@ impl PhoneSet {
     pub fn new(name: &str, phones: &[&str], silence: &[&str]) -> Result<Self> {
         let mut set = PhoneSet::bare(name, phones.iter().map(|p| p.to_string()).collect())?;
         for s in silence {
-            let id = set.id(s).ok_or_else(|| Error::config(format!("phone set {name}: silence phone '{s}' is not in the set")))?;
+            let id = set.id(s).ok_or_else(|| {
+                Error::config(format!(
+                    "phone set {name}: silence phone '{s}' is not in the set"
+                ))
+            })?;
             if !set.silence.contains(&id) {
                 set.silence.push(id);
             }
         }
         for &class in CLASS_NAMES.iter().filter(|&&c| c != "silence") {
             let ids: Vec<u32> = (0..set.phones.len() as u32)
-                .filter(|&i| !set.silence.contains(&i) && phone_features(&set.phones[i as usize]).contains(&class))
+                .filter(|&i| {
+                    !set.silence.contains(&i)
+                        && phone_features(&set.phones[i as usize]).contains(&class)
+                })
                 .collect();
             if !ids.is_empty() {
-                set.classes.push(PhoneClass { name: class.to_string(), phones: ids });
+                set.classes.push(PhoneClass {
+                    name: class.to_string(),
+                    phones: ids,
+                });
             }
         }
         if !set.silence.is_empty() {
-            set.classes.insert(0, PhoneClass { name: "silence".to_string(), phones: set.silence.clone() });
+            set.classes.insert(
+                0,
+                PhoneClass {
+                    name: "silence".to_string(),
+                    phones: set.silence.clone(),
+                },
+            );
         }
         Ok(set)
     }
@@ -309,13 +333,23 @@ impl PhoneSet {
         let mut index = HashMap::new();
         for (i, p) in phones.iter().enumerate() {
             if p.is_empty() || p.chars().any(|c| c.is_whitespace() || c == ':') {
-                return Err(Error::config(format!("phone set {name}: bad phone name '{p}' (empty, whitespace or ':')")));
+                return Err(Error::config(format!(
+                    "phone set {name}: bad phone name '{p}' (empty, whitespace or ':')"
+                )));
             }
             if index.insert(p.clone(), i as u32).is_some() {
-                return Err(Error::config(format!("phone set {name}: phone '{p}' listed twice")));
+                return Err(Error::config(format!(
+                    "phone set {name}: phone '{p}' listed twice"
+                )));
             }
         }
-        Ok(PhoneSet { name: name.to_string(), phones, index, silence: Vec::new(), classes: Vec::new() })
+        Ok(PhoneSet {
+            name: name.to_string(),
+            phones,
+            index,
+            silence: Vec::new(),
+            classes: Vec::new(),
+        })
     }
 
     /// `sil` (id 0) + the 39 CMU/ARPAbet phones, alphabetical.
@@ -335,7 +369,11 @@ impl PhoneSet {
     /// The 48 folded TIMIT phones: `sil` (id 0) then alphabetical. `epi` is its own phone here
     /// (folded to `sil` only in the 39 set), counted with the silences.
     pub fn timit48() -> Self {
-        let mut rest: Vec<&str> = TIMIT_FOLDING.iter().map(|t| t.1).filter(|p| !p.is_empty() && *p != "sil").collect();
+        let mut rest: Vec<&str> = TIMIT_FOLDING
+            .iter()
+            .map(|t| t.1)
+            .filter(|p| !p.is_empty() && *p != "sil")
+            .collect();
         rest.sort_unstable();
         rest.dedup();
         let mut phones = vec!["sil"];
@@ -345,7 +383,11 @@ impl PhoneSet {
 
     /// The 39 scoring classes of TIMIT: `sil` (id 0) then alphabetical.
     pub fn timit39() -> Self {
-        let mut rest: Vec<&str> = TIMIT_FOLDING.iter().map(|t| t.2).filter(|p| !p.is_empty() && *p != "sil").collect();
+        let mut rest: Vec<&str> = TIMIT_FOLDING
+            .iter()
+            .map(|t| t.2)
+            .filter(|p| !p.is_empty() && *p != "sil")
+            .collect();
         rest.sort_unstable();
         rest.dedup();
         let mut phones = vec!["sil"];
@@ -360,7 +402,9 @@ impl PhoneSet {
             "timit61" => Ok(PhoneSet::timit61()),
             "timit48" => Ok(PhoneSet::timit48()),
             "timit39" => Ok(PhoneSet::timit39()),
-            _ => Err(Error::config(format!("unknown phone set '{name}': expected arpabet, timit61, timit48 or timit39"))),
+            _ => Err(Error::config(format!(
+                "unknown phone set '{name}': expected arpabet, timit61, timit48 or timit39"
+            ))),
         }
     }
 
@@ -455,12 +499,24 @@ impl PhoneSet {
         }
         let mut ids = Vec::with_capacity(phones.len());
         for p in phones {
-            ids.push(self.id(p).ok_or_else(|| Error::config(format!("class {name}: phone '{p}' is not in set {}", self.name)))?);
+            ids.push(self.id(p).ok_or_else(|| {
+                Error::config(format!(
+                    "class {name}: phone '{p}' is not in set {}",
+                    self.name
+                ))
+            })?);
         }
         if name == "silence" {
             // Keep the given order: the first silence is the one gaps and edges get.
             let mut seen = Vec::with_capacity(ids.len());
-            ids.retain(|id| if seen.contains(id) { false } else { seen.push(*id); true });
+            ids.retain(|id| {
+                if seen.contains(id) {
+                    false
+                } else {
+                    seen.push(*id);
+                    true
+                }
+            });
             self.silence = ids.clone();
         } else {
             ids.sort_unstable();
@@ -468,21 +524,39 @@ impl PhoneSet {
         }
         match self.classes.iter_mut().find(|c| c.name == name) {
             Some(c) => c.phones = ids,
-            None => self.classes.push(PhoneClass { name: name.to_string(), phones: ids }),
+            None => self.classes.push(PhoneClass {
+                name: name.to_string(),
+                phones: ids,
+            }),
         }
         Ok(())
     }
 
     /// Maps parsed labels to this set's canonical names (see [`PhoneSet::lookup`]); an unknown
     /// phone is an error naming `path` and the label's line.
-    pub fn canonical_segments(&self, path: &Path, labels: &[PhoneLabel]) -> Result<Vec<PhoneSegment>> {
+    pub fn canonical_segments(
+        &self,
+        path: &Path,
+        labels: &[PhoneLabel],
+    ) -> Result<Vec<PhoneSegment>> {
         labels
             .iter()
             .map(|l| {
                 let id = self.lookup(&l.phone).ok_or_else(|| {
-                    Error::parse(path, l.line, format!("unknown phone '{}' (not in phone set {})", l.phone, self.name))
+                    Error::parse(
+                        path,
+                        l.line,
+                        format!(
+                            "unknown phone '{}' (not in phone set {})",
+                            l.phone, self.name
+                        ),
+                    )
                 })?;
-                Ok(PhoneSegment { phone: self.phones[id as usize].clone(), start: l.start, end: l.end })
+                Ok(PhoneSegment {
+                    phone: self.phones[id as usize].clone(),
+                    start: l.start,
+                    end: l.end,
+                })
             })
             .collect()
     }
@@ -503,7 +577,11 @@ impl PhoneSet {
             writeln!(w, "# amdistill phone classes, set {}", self.name)?;
             writeln!(w, "# one class per line: 'name: phone phone ...'; the class 'silence' marks silence phones")?;
             for c in &self.classes {
-                let names: Vec<&str> = c.phones.iter().map(|&i| self.phones[i as usize].as_str()).collect();
+                let names: Vec<&str> = c
+                    .phones
+                    .iter()
+                    .map(|&i| self.phones[i as usize].as_str())
+                    .collect();
                 writeln!(w, "{}: {}", c.name, names.join(" "))?;
             }
             Ok(())
@@ -530,11 +608,24 @@ impl PhoneSet {
                 continue;
             }
             if f.len() != 2 {
-                return Err(Error::parse(path, i + 1, format!("expected 'phone id', got {} fields", f.len())));
+                return Err(Error::parse(
+                    path,
+                    i + 1,
+                    format!("expected 'phone id', got {} fields", f.len()),
+                ));
             }
-            let id: usize = f[1].parse().map_err(|_| Error::parse(path, i + 1, format!("bad phone id '{}'", f[1])))?;
+            let id: usize = f[1]
+                .parse()
+                .map_err(|_| Error::parse(path, i + 1, format!("bad phone id '{}'", f[1])))?;
             if id != phones.len() {
-                return Err(Error::parse(path, i + 1, format!("phone ids must be 0, 1, 2 ... in order: expected {}, got {id}", phones.len())));
+                return Err(Error::parse(
+                    path,
+                    i + 1,
+                    format!(
+                        "phone ids must be 0, 1, 2 ... in order: expected {}, got {id}",
+                        phones.len()
+                    ),
+                ));
             }
             phones.push(f[0].to_string());
         }
@@ -544,12 +635,22 @@ impl PhoneSet {
         match classes {
             None => {
                 let refs: Vec<&str> = phones.iter().map(String::as_str).collect();
-                let silence: Vec<&str> = refs.iter().copied().filter(|p| ["sil", "h#", "pau", "sp"].contains(p)).collect();
-                let name = path.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                PhoneSet::new(&name, &refs, &silence).map_err(|e| Error::parse(path, 0, e.to_string()))
+                let silence: Vec<&str> = refs
+                    .iter()
+                    .copied()
+                    .filter(|p| ["sil", "h#", "pau", "sp"].contains(p))
+                    .collect();
+                let name = path
+                    .parent()
+                    .and_then(|d| d.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                PhoneSet::new(&name, &refs, &silence)
+                    .map_err(|e| Error::parse(path, 0, e.to_string()))
             }
             Some(cpath) => {
-                let mut set = PhoneSet::bare("", phones).map_err(|e| Error::parse(path, 0, e.to_string()))?;
+                let mut set =
+                    PhoneSet::bare("", phones).map_err(|e| Error::parse(path, 0, e.to_string()))?;
                 set.read_classes(cpath)?;
                 Ok(set)
             }
@@ -560,7 +661,10 @@ impl PhoneSet {
     pub fn load_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let classes: PathBuf = dir.join(PHONE_CLASSES_TXT);
-        PhoneSet::load(dir.join(PHONES_TXT), classes.exists().then_some(classes.as_path()))
+        PhoneSet::load(
+            dir.join(PHONES_TXT),
+            classes.exists().then_some(classes.as_path()),
+        )
     }
 
     fn read_classes(&mut self, path: &Path) -> Result<()> {
@@ -583,10 +687,15 @@ impl PhoneSet {
                 .ok_or_else(|| Error::parse(path, i + 1, "expected 'class: phone phone ...'"))?;
             let name = name.trim();
             if self.class(name).is_some() {
-                return Err(Error::parse(path, i + 1, format!("class '{name}' defined twice")));
+                return Err(Error::parse(
+                    path,
+                    i + 1,
+                    format!("class '{name}' defined twice"),
+                ));
             }
             let members: Vec<&str> = rest.split_whitespace().collect();
-            self.set_class(name, &members).map_err(|e| Error::parse(path, i + 1, e.to_string()))?;
+            self.set_class(name, &members)
+                .map_err(|e| Error::parse(path, i + 1, e.to_string()))?;
         }
         Ok(())
     }
@@ -606,9 +715,19 @@ mod tests {
 
     #[test]
     fn every_builtin_phone_has_features() {
-        for set in [PhoneSet::arpabet(), PhoneSet::timit61(), PhoneSet::timit48(), PhoneSet::timit39()] {
+        for set in [
+            PhoneSet::arpabet(),
+            PhoneSet::timit61(),
+            PhoneSet::timit48(),
+            PhoneSet::timit39(),
+        ] {
             for p in set.phones() {
-                assert!(!phone_features(p).is_empty(), "{} has no features in {}", p, set.name());
+                assert!(
+                    !phone_features(p).is_empty(),
+                    "{} has no features in {}",
+                    p,
+                    set.name()
+                );
             }
         }
     }

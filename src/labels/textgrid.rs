@@ -68,21 +68,39 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<String> {
     let utf16 = |be: bool| -> Result<String> {
         let body = &bytes[2..];
         if body.len() % 2 != 0 {
-            return Err(Error::format(path, "UTF-16 text with an odd number of bytes"));
+            return Err(Error::format(
+                path,
+                "UTF-16 text with an odd number of bytes",
+            ));
         }
         let units: Vec<u16> = body
             .chunks_exact(2)
-            .map(|c| if be { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_le_bytes([c[0], c[1]]) })
+            .map(|c| {
+                if be {
+                    u16::from_be_bytes([c[0], c[1]])
+                } else {
+                    u16::from_le_bytes([c[0], c[1]])
+                }
+            })
             .collect();
         String::from_utf16(&units).map_err(|_| Error::format(path, "invalid UTF-16 text"))
     };
     match bytes {
         [0xFF, 0xFE, ..] => utf16(false),
         [0xFE, 0xFF, ..] => utf16(true),
-        [0xEF, 0xBB, 0xBF, rest @ ..] => String::from_utf8(rest.to_vec()).map_err(|_| Error::format(path, "invalid UTF-8 text")),
+        [0xEF, 0xBB, 0xBF, rest @ ..] => {
+            String::from_utf8(rest.to_vec()).map_err(|_| Error::format(path, "invalid UTF-8 text"))
+        }
         _ => String::from_utf8(bytes.to_vec()).map_err(|e| {
-            let line = 1 + bytes[..e.utf8_error().valid_up_to()].iter().filter(|&&b| b == b'\n').count();
-            Error::parse(path, line, "not valid UTF-8 (nor UTF-16 with a byte-order mark)")
+            let line = 1 + bytes[..e.utf8_error().valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            Error::parse(
+                path,
+                line,
+                "not valid UTF-8 (nor UTF-16 with a byte-order mark)",
+            )
         }),
     }
 }
@@ -139,7 +157,10 @@ fn tokenize(path: &Path, text: &str) -> Result<Vec<(Tok, usize)>> {
                     "<exists>" => toks.push((Tok::Flag(true), line)),
                     "<absent>" => toks.push((Tok::Flag(false), line)),
                     // Labels (`xmin`, `=`, `item`, `[1]:`, `intervals:`) carry no values.
-                    w if w.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '+' | '-' | '.')) => {
+                    w if w.starts_with(|c: char| {
+                        c.is_ascii_digit() || matches!(c, '+' | '-' | '.')
+                    }) =>
+                    {
                         if let Ok(v) = w.parse::<f64>() {
                             toks.push((Tok::Num(v), line));
                         }
@@ -160,20 +181,32 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn line(&self) -> usize {
-        self.toks.get(self.pos).or(self.toks.last()).map(|t| t.1).unwrap_or(0)
+        self.toks
+            .get(self.pos)
+            .or(self.toks.last())
+            .map(|t| t.1)
+            .unwrap_or(0)
     }
     fn err(&self, msg: impl Into<String>) -> Error {
         Error::parse(self.path, self.line(), msg)
     }
     fn next(&mut self, what: &str) -> Result<(Tok, usize)> {
-        let t = self.toks.get(self.pos).cloned().ok_or_else(|| self.err(format!("file ends where {what} was expected")))?;
+        let t = self
+            .toks
+            .get(self.pos)
+            .cloned()
+            .ok_or_else(|| self.err(format!("file ends where {what} was expected")))?;
         self.pos += 1;
         Ok(t)
     }
     fn num(&mut self, what: &str) -> Result<f64> {
         match self.next(what)? {
             (Tok::Num(v), _) if v.is_finite() => Ok(v),
-            (t, line) => Err(Error::parse(self.path, line, format!("expected {what} (a number), found {}", describe(&t)))),
+            (t, line) => Err(Error::parse(
+                self.path,
+                line,
+                format!("expected {what} (a number), found {}", describe(&t)),
+            )),
         }
     }
     fn count(&mut self, what: &str) -> Result<usize> {
@@ -182,14 +215,22 @@ impl Reader<'_> {
         // Each item needs at least 2 tokens: a count larger than that is a corrupt file, not an
         // allocation to attempt.
         if v < 0.0 || v.fract() != 0.0 || v > remaining as f64 {
-            return Err(Error::parse(self.path, self.toks[self.pos - 1].1, format!("bad {what} {v}")));
+            return Err(Error::parse(
+                self.path,
+                self.toks[self.pos - 1].1,
+                format!("bad {what} {v}"),
+            ));
         }
         Ok(v as usize)
     }
     fn string(&mut self, what: &str) -> Result<(String, usize)> {
         match self.next(what)? {
             (Tok::Str(s), line) => Ok((s, line)),
-            (t, line) => Err(Error::parse(self.path, line, format!("expected {what} (a quoted string), found {}", describe(&t)))),
+            (t, line) => Err(Error::parse(
+                self.path,
+                line,
+                format!("expected {what} (a quoted string), found {}", describe(&t)),
+            )),
         }
     }
 }
@@ -209,18 +250,32 @@ pub fn parse_textgrid(path: impl AsRef<Path>, text: &str) -> Result<TextGrid> {
     let mut r = Reader { path, toks, pos: 0 };
     let (file_type, line) = r.string("File type")?;
     if file_type != "ooTextFile" {
-        return Err(Error::parse(path, line, format!("not a Praat text file (File type \"{file_type}\")")));
+        return Err(Error::parse(
+            path,
+            line,
+            format!("not a Praat text file (File type \"{file_type}\")"),
+        ));
     }
     let (class, line) = r.string("Object class")?;
     if class != "TextGrid" {
-        return Err(Error::parse(path, line, format!("object class \"{class}\" is not TextGrid")));
+        return Err(Error::parse(
+            path,
+            line,
+            format!("object class \"{class}\" is not TextGrid"),
+        ));
     }
     let xmin = r.num("xmin")?;
     let xmax = r.num("xmax")?;
     let n_tiers = match r.next("tiers? flag")? {
         (Tok::Flag(true), _) => r.count("number of tiers")?,
         (Tok::Flag(false), _) => 0,
-        (t, line) => return Err(Error::parse(path, line, format!("expected <exists> or <absent>, found {}", describe(&t)))),
+        (t, line) => {
+            return Err(Error::parse(
+                path,
+                line,
+                format!("expected <exists> or <absent>, found {}", describe(&t)),
+            ))
+        }
     };
     let mut tiers = Vec::with_capacity(n_tiers);
     for _ in 0..n_tiers {
@@ -237,14 +292,25 @@ pub fn parse_textgrid(path: impl AsRef<Path>, text: &str) -> Result<TextGrid> {
                     let b = r.num("interval xmax")?;
                     let (text, line) = r.string("interval text")?;
                     if b < a {
-                        return Err(Error::parse(path, line, format!("interval ends ({b}) before it starts ({a}) in tier \"{name}\"")));
+                        return Err(Error::parse(
+                            path,
+                            line,
+                            format!(
+                                "interval ends ({b}) before it starts ({a}) in tier \"{name}\""
+                            ),
+                        ));
                     }
                     if let Some(prev) = v.last() {
                         if a + 1e-9 < prev.xmax {
                             return Err(Error::parse(path, line, format!("interval starts at {a}, before the previous one ends ({}) in tier \"{name}\"", prev.xmax)));
                         }
                     }
-                    v.push(Interval { xmin: a, xmax: b, text, line });
+                    v.push(Interval {
+                        xmin: a,
+                        xmax: b,
+                        text,
+                        line,
+                    });
                 }
                 TierContent::Intervals(v)
             }
@@ -258,9 +324,20 @@ pub fn parse_textgrid(path: impl AsRef<Path>, text: &str) -> Result<TextGrid> {
                 }
                 TierContent::Points(v)
             }
-            other => return Err(Error::parse(path, class_line, format!("unknown tier class \"{other}\""))),
+            other => {
+                return Err(Error::parse(
+                    path,
+                    class_line,
+                    format!("unknown tier class \"{other}\""),
+                ))
+            }
         };
-        tiers.push(Tier { name, xmin: txmin, xmax: txmax, content });
+        tiers.push(Tier {
+            name,
+            xmin: txmin,
+            xmax: txmax,
+            content,
+        });
     }
     Ok(TextGrid { xmin, xmax, tiers })
 }
@@ -285,11 +362,19 @@ impl TextGrid {
     /// name ends with ` - NAME` (MFA's multi-speaker naming).
     pub fn interval_tier(&self, name: &str) -> Option<(&Tier, &[Interval])> {
         let want = name.to_lowercase();
-        if let Some(t) = self.tiers.iter().find(|t| t.name.to_lowercase() == want && intervals(t).is_some()) {
+        if let Some(t) = self
+            .tiers
+            .iter()
+            .find(|t| t.name.to_lowercase() == want && intervals(t).is_some())
+        {
             return intervals(t).map(|v| (t, v));
         }
         let suffix = format!(" - {want}");
-        let matches: Vec<&Tier> = self.tiers.iter().filter(|t| t.name.to_lowercase().ends_with(&suffix) && intervals(t).is_some()).collect();
+        let matches: Vec<&Tier> = self
+            .tiers
+            .iter()
+            .filter(|t| t.name.to_lowercase().ends_with(&suffix) && intervals(t).is_some())
+            .collect();
         match matches.as_slice() {
             [t] => intervals(t).map(|v| (*t, v)),
             _ => None,
@@ -303,19 +388,43 @@ impl TextGrid {
 }
 
 /// Phones of the tier named `tier` (usually `phones`); empty intervals become `sil`.
-pub fn textgrid_phones(path: impl AsRef<Path>, tg: &TextGrid, tier: &str) -> Result<Vec<PhoneLabel>> {
+pub fn textgrid_phones(
+    path: impl AsRef<Path>,
+    tg: &TextGrid,
+    tier: &str,
+) -> Result<Vec<PhoneLabel>> {
     let path = path.as_ref();
     let (_, intervals) = tg.interval_tier(tier).ok_or_else(|| {
-        Error::parse(path, 0, format!("no interval tier named \"{tier}\" (tiers: {:?})", tg.tier_names()))
+        Error::parse(
+            path,
+            0,
+            format!(
+                "no interval tier named \"{tier}\" (tiers: {:?})",
+                tg.tier_names()
+            ),
+        )
     })?;
     if intervals.is_empty() {
-        return Err(Error::parse(path, 0, format!("tier \"{tier}\" has no intervals")));
+        return Err(Error::parse(
+            path,
+            0,
+            format!("tier \"{tier}\" has no intervals"),
+        ));
     }
     Ok(intervals
         .iter()
         .map(|iv| {
             let t = iv.text.trim();
-            PhoneLabel { phone: if t.is_empty() { "sil".to_string() } else { t.to_string() }, start: iv.xmin, end: iv.xmax, line: iv.line }
+            PhoneLabel {
+                phone: if t.is_empty() {
+                    "sil".to_string()
+                } else {
+                    t.to_string()
+                },
+                start: iv.xmin,
+                end: iv.xmax,
+                line: iv.line,
+            }
         })
         .collect())
 }
@@ -324,7 +433,11 @@ pub fn textgrid_phones(path: impl AsRef<Path>, tg: &TextGrid, tier: &str) -> Res
 /// `None` when there is no such tier.
 pub fn textgrid_words(tg: &TextGrid, tier: &str) -> Option<String> {
     let (_, intervals) = tg.interval_tier(tier)?;
-    let words: Vec<&str> = intervals.iter().map(|iv| iv.text.trim()).filter(|t| !t.is_empty() && *t != "<eps>").collect();
+    let words: Vec<&str> = intervals
+        .iter()
+        .map(|iv| iv.text.trim())
+        .filter(|t| !t.is_empty() && *t != "<eps>")
+        .collect();
     Some(words.join(" "))
 }
 

@@ -14,7 +14,10 @@ pub const TIMIT_SAMPLE_RATE: f64 = 16000.0;
 pub fn read_phn(path: impl AsRef<Path>, sample_rate: f64) -> Result<Vec<PhoneLabel>> {
     let path = path.as_ref();
     if !(sample_rate > 0.0 && sample_rate.is_finite()) {
-        return Err(Error::config(format!("{}: bad sample rate {sample_rate}", path.display())));
+        return Err(Error::config(format!(
+            "{}: bad sample rate {sample_rate}",
+            path.display()
+        )));
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let text = String::from_utf8_lossy(&bytes);
@@ -26,21 +29,49 @@ pub fn read_phn(path: impl AsRef<Path>, sample_rate: f64) -> Result<Vec<PhoneLab
             continue;
         }
         if f.len() != 3 {
-            return Err(Error::parse(path, i + 1, format!("expected 'start_sample end_sample phone', got {} fields", f.len())));
+            return Err(Error::parse(
+                path,
+                i + 1,
+                format!(
+                    "expected 'start_sample end_sample phone', got {} fields",
+                    f.len()
+                ),
+            ));
         }
         let num = |s: &str, what: &str| -> Result<u64> {
-            s.parse::<u64>().map_err(|_| Error::parse(path, i + 1, format!("bad {what} sample '{s}' (expected a non-negative integer)")))
+            s.parse::<u64>().map_err(|_| {
+                Error::parse(
+                    path,
+                    i + 1,
+                    format!("bad {what} sample '{s}' (expected a non-negative integer)"),
+                )
+            })
         };
         let start = num(f[0], "start")?;
         let end = num(f[1], "end")?;
         if end < start {
-            return Err(Error::parse(path, i + 1, format!("end sample {end} before start sample {start}")));
+            return Err(Error::parse(
+                path,
+                i + 1,
+                format!("end sample {end} before start sample {start}"),
+            ));
         }
         if start < prev_end {
-            return Err(Error::parse(path, i + 1, format!("segment starts at sample {start}, before the previous one ends ({prev_end})")));
+            return Err(Error::parse(
+                path,
+                i + 1,
+                format!(
+                    "segment starts at sample {start}, before the previous one ends ({prev_end})"
+                ),
+            ));
         }
         prev_end = end;
-        out.push(PhoneLabel { phone: f[2].to_string(), start: start as f64 / sample_rate, end: end as f64 / sample_rate, line: i + 1 });
+        out.push(PhoneLabel {
+            phone: f[2].to_string(),
+            start: start as f64 / sample_rate,
+            end: end as f64 / sample_rate,
+            line: i + 1,
+        });
     }
     if out.is_empty() {
         return Err(Error::parse(path, 0, "no phone segments"));
