@@ -54,7 +54,7 @@ fn parse_args() -> Result<Args, String> {
             s => a.dir = Some(PathBuf::from(s)),
         }
     }
-    if a.passes == 0 || a.files == 0 || !(a.seconds > 0.0) {
+    if a.passes == 0 || a.files == 0 || a.seconds.is_nan() || a.seconds <= 0.0 {
         return Err("--passes, --files and --seconds must be positive".into());
     }
     Ok(a)

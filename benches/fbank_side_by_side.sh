@@ -116,7 +116,8 @@ if [ "${SKIP_E2E:-0}" != 1 ]; then
     cp "$dir/utt2spk" "$dir/spk2utt"
   }
 
-  # store DATA FEAT THREADS: runs compute-fbank once; sets WALL (s) and RSS (MiB).
+  # store DATA FEAT THREADS: runs compute-fbank once; sets WALL (s), CPU (user + system s, which
+  # other processes on the machine do not inflate as they do WALL), RSS (MiB) and DONE.
   store() {
     local log="$2.log" start end
     rm -rf "$2"
@@ -131,7 +132,8 @@ if [ "${SKIP_E2E:-0}" != 1 ]; then
     WALL=$(awk -v a="$start" -v b="$end" 'BEGIN{printf "%.3f", b - a}')
     RSS=$(awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); printf "%.0f", $2 / 1024}' "$log")
     RSS="${RSS:-?}"
-    DONE="$(grep -E '^done' "$log" | tail -1 || true)"
+    CPU=$(awk -F: '/User time|System time/ {s += $2} END {printf "%.2f", s}' "$log")
+    DONE="$(grep -oE 'done [0-9]+ of [0-9]+.*' "$log" | tail -1 || true)"
   }
 
   AUDIO_S=$("$PY" -c 'import glob, sys, wave
@@ -143,7 +145,7 @@ print(sum(w.getnframes() / w.getframerate() for w in (wave.open(p) for p in glob
     BEST[$t]=""
     for r in $(seq "$REPEATS"); do
       store "$WORK/data" "$WORK/feats" "$t"
-      echo "  --threads $t pass $r: $WALL s, peak RSS $RSS MiB; $DONE"
+      echo "  --threads $t pass $r: $WALL s wall, $CPU s CPU, peak RSS $RSS MiB; $DONE"
       if [ -z "${BEST[$t]}" ] || awk -v a="$WALL" -v b="${BEST[$t]}" 'BEGIN{exit !(a < b)}'; then
         BEST[$t]="$WALL"
         BEST_RSS="$RSS"
@@ -163,8 +165,8 @@ print(sum(w.getnframes() / w.getframerate() for w in (wave.open(p) for p in glob
     say "compute-fbank over $HOURS hours: the $NFILES files listed $copies times, --threads 2"
     make_data_dir "$WORK/data_${HOURS}h" "$copies"
     store "$WORK/data_${HOURS}h" "$WORK/feats_${HOURS}h" 2
-    awk -v s="$AUDIO_S" -v c="$copies" -v w="$WALL" -v m="$RSS" 'BEGIN{
-      printf "%.2f h of audio: %.1f s wall, %.0fx real time, peak RSS %s MiB\n", s * c / 3600, w, s * c / w, m }'
+    awk -v s="$AUDIO_S" -v c="$copies" -v w="$WALL" -v u="$CPU" -v m="$RSS" 'BEGIN{
+      printf "%.2f h of audio: %.1f s wall (%.0fx real time), %.1f s CPU, peak RSS %s MiB\n", s * c / 3600, w, s * c / w, u, m }'
     echo "  $DONE; feature store $(du -sh "$WORK/feats_${HOURS}h" | cut -f1)"
     [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK/feats_${HOURS}h"
   fi

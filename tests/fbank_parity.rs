@@ -319,7 +319,9 @@ fn manifest_parity() {
 /// study that options can express (and a wrong sample scale).
 #[test]
 fn tolerance_rejects_wrong_variants() {
-    let variants: [(&str, Option<(&str, &str)>, f32); 5] = [
+    /// (what is wrong, the option that makes it so, sample scale).
+    type Variant = (&'static str, Option<(&'static str, &'static str)>, f32);
+    let variants: [Variant; 5] = [
         ("a Hann window", Some(("window-type", "hanning")), 1.0),
         ("a Hamming window", Some(("window-type", "hamming")), 1.0),
         ("no DC removal", Some(("remove-dc-offset", "false")), 1.0),

@@ -6,11 +6,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod build_tree;
 mod compute_cmvn;
 mod compute_fbank;
 mod copy_feats;
 mod fbank_args;
 mod import;
+mod make_alignments;
 mod synth_corpus;
 mod validate_data_dir;
 
@@ -27,10 +29,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    BuildTree(build_tree::Args),
     ComputeCmvn(compute_cmvn::Args),
     ComputeFbank(compute_fbank::Args),
     CopyFeats(copy_feats::Args),
     Import(import::Args),
+    MakeAlignments(make_alignments::Args),
     SynthCorpus(synth_corpus::Args),
     ValidateDataDir(validate_data_dir::Args),
 }
@@ -46,10 +50,12 @@ pub fn main() -> ExitCode {
         }
     }
     let result = match cli.command {
+        Command::BuildTree(args) => build_tree::run(args),
         Command::ComputeCmvn(args) => compute_cmvn::run(args),
         Command::ComputeFbank(args) => compute_fbank::run(args),
         Command::CopyFeats(args) => copy_feats::run(args),
         Command::Import(args) => import::run(args),
+        Command::MakeAlignments(args) => make_alignments::run(args),
         Command::SynthCorpus(args) => synth_corpus::run(args),
         Command::ValidateDataDir(args) => validate_data_dir::run(args),
     };

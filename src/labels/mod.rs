@@ -11,6 +11,7 @@ pub mod frame_labels;
 pub mod hts;
 pub mod kaldi_ali;
 pub mod phones;
+pub mod senone_pipeline;
 pub mod textgrid;
 pub mod timit;
 pub mod tree;

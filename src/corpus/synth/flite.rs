@@ -40,19 +40,44 @@ impl Voice {
     }
 }
 
-/// Checks that `flite` runs; if not, the error names the command that installs it.
-pub fn check_installed() -> Result<String> {
-    match Command::new("flite").arg("--version").output() {
-        Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
-        Ok(out) => Err(Error::config(format!(
-            "`flite --version` failed ({}): {}; reinstall it with `{INSTALL_HINT}`",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))),
-        Err(e) => Err(Error::config(format!(
+/// What `flite` on this machine offers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FliteInfo {
+    /// The version line of `flite --version` (which exits with status 1 on Debian).
+    pub version: String,
+    /// Voice names from `flite -lv`.
+    pub voices: Vec<String>,
+}
+
+/// Checks that `flite` runs and lists its voices; if it is missing the error names the
+/// command that installs it.
+pub fn check_installed() -> Result<FliteInfo> {
+    let out = Command::new("flite").arg("-lv").output().map_err(|e| {
+        Error::config(format!(
             "cannot run flite ({e}); install it with `{INSTALL_HINT}` (the synthetic corpus is made with flite)"
-        ))),
-    }
+        ))
+    })?;
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let voices: Vec<String> = match listing.trim().strip_prefix("Voices available:") {
+        Some(rest) if out.status.success() => rest.split_whitespace().map(str::to_string).collect(),
+        _ => {
+            return Err(Error::config(format!(
+                "`flite -lv` failed ({}): {}{}; reinstall it with `{INSTALL_HINT}`",
+                out.status,
+                listing.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    };
+    let version = Command::new("flite")
+        .arg("--version")
+        .output()
+        .map(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.lines().find(|l| l.contains("version")).unwrap_or("").trim().to_string()
+        })
+        .unwrap_or_default();
+    Ok(FliteInfo { version, voices })
 }
 
 /// What to synthesise and how.

@@ -310,7 +310,15 @@ fn run(
     on_event: &(dyn Fn(Option<&str>) + Sync),
 ) -> Result<SynthReport> {
     let (seen, unseen) = opts.validate()?;
-    let flite_version = flite::check_installed()?;
+    let flite_info = flite::check_installed()?;
+    for v in opts.voices.iter().chain(std::iter::once(&opts.unseen_voice)) {
+        if !flite_info.voices.contains(v) {
+            return Err(Error::config(format!(
+                "this flite has no voice '{v}' (it has: {})",
+                flite_info.voices.join(", ")
+            )));
+        }
+    }
     let words = WordList::open(opts.word_list.as_ref())?;
     let generator = SentenceGenerator::new(&words)?;
 
@@ -329,7 +337,7 @@ fn run(
             sample_rate: opts.sample_rate,
             word_list: words.source.clone(),
             word_list_words: words.words.len(),
-            flite: flite_version,
+            flite: flite_info.version,
         },
     )?;
 
@@ -433,9 +441,10 @@ fn stream_rng(seed: u64, stream: u64, index: u32) -> ChaCha8Rng {
 }
 
 /// Rough duration of a sentence as flite says it, for planning rounds (measured on the four
-/// voices at the mean stretch: ~0.065 s per character plus the pauses around it).
+/// voices over the stretch range: ~0.06 s per character plus the pauses around it; a little
+/// high on average, so rounds rarely overshoot the target).
 fn estimated_seconds(s: &Sentence) -> f64 {
-    0.45 + 0.065 * s.text.len() as f64
+    0.4 + 0.06 * s.text.len() as f64
 }
 
 /// Writes `synth_config.json`, or checks it against `config` when present.

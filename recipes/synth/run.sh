@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# amdistill default recipe: a synthetic multi-voice corpus (flite) end to end.
+#
+# Needs:  a Debian machine with a Rust toolchain; installs flite, sox and the CMU dictionary
+#         through apt-get when missing (and says so).
+# Writes: recipes/synth/data/{train,dev,test,test_unseen}   corpus data directories + phones.ctm
+#         recipes/synth/data/fbank/<split>                  feature stores (Kaldi ark/scp) + cmvn
+#         recipes/synth/exp/tree                            senone tree, senones.txt, report
+#         recipes/synth/exp/ali/<split>/ali.txt             one senone per frame (ali-to-pdf shape)
+#         recipes/synth/exp/log/                            logs
+#
+# Usage: recipes/synth/run.sh [--stage N] [--stop-stage N] [--quick] [--hours H] [--num-leaves K]
+#   --quick   a small corpus for CI (minutes)
+# Stages run when stage <= N <= stop-stage and are marked done in exp/.done/, so a rerun skips
+# finished stages; remove exp/.done/stageN to redo one.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$here"
+. ../common/utils.sh
+
+stage=0
+stop_stage=100
+quick=false
+hours=2.0
+seed=1
+num_leaves=1000
+min_occupancy=100
+positional=()
+parse_options "$@"
+
+data=data
+exp=exp
+if [ "$quick" = true ]; then
+  hours=0.15; num_leaves=300; min_occupancy=40
+fi
+amdistill="$root/target/release/amdistill"
+mkdir -p "$exp/log"
+splits="train dev test test_unseen"
+
+install_and_build() {
+  bash "$root/scripts/install_deps.sh"
+  (cd "$root" && cargo build --release --quiet)
+}
+run_stage 0 "install dependencies, build amdistill" install_and_build
+
+make_corpus() {
+  "$amdistill" synth-corpus "$data" --hours "$hours" --seed "$seed" 2>&1 | tee "$exp/log/synth_corpus.log"
+}
+run_stage 1 "synthesise the corpus ($hours h of training audio)" make_corpus
+
+validate() {
+  for s in $splits; do "$amdistill" validate-data-dir "$data/$s"; done
+}
+run_stage 2 "validate data directories" validate
+
+features() {
+  for s in $splits; do
+    "$amdistill" compute-fbank --config=conf/fbank.conf "$data/$s" "$data/fbank/$s" 2>&1 | tee "$exp/log/fbank_$s.log"
+    "$amdistill" compute-cmvn --per spk "$data/fbank/$s" 2>&1 | tee -a "$exp/log/fbank_$s.log"
+  done
+}
+run_stage 3 "fbank features and CMVN statistics" features
+
+tree() {
+  "$amdistill" build-tree "$data/fbank/train" "$exp/tree" --phones arpabet \
+    --num-leaves "$num_leaves" --min-occupancy "$min_occupancy" 2>&1 | tee "$exp/log/build_tree.log"
+}
+run_stage 4 "senone tree on train ($num_leaves leaves)" tree
+
+alignments() {
+  for s in $splits; do
+    mkdir -p "$exp/ali/$s"
+    "$amdistill" make-alignments "$data/fbank/$s" "$exp/tree" "$exp/ali/$s" 2>&1 | tee "$exp/log/ali_$s.log"
+  done
+}
+run_stage 5 "senone alignments for every split" alignments
+
+log "finished: features in $data/fbank, tree in $exp/tree, alignments in $exp/ali"
+log "teacher, students, distillation and export stages come with the next amdistill releases"
