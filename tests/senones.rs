@@ -244,9 +244,10 @@ fn check_alignment(
 #[test]
 fn tree_and_alignments_on_a_synthetic_corpus() {
     let tmp = tempfile::tempdir().unwrap();
-    let feat = feature_dir(tmp.path(), "train", 1, 12, TRAIN_PHONES);
+    let feat = feature_dir(tmp.path(), "train", 1, 70, TRAIN_PHONES);
     let tree_dir = tmp.path().join("tree");
-    let out = build_tree(&feat, &tree_dir, &["--num-leaves", "200"]);
+    // 70 utterances: three chunks of statistics, summed on 4 threads here and on 1 below.
+    let out = build_tree(&feat, &tree_dir, &["--num-leaves", "200", "--threads", "4"]);
     for f in [
         "tree",
         "senones.txt",
@@ -263,7 +264,7 @@ fn tree_and_alignments_on_a_synthetic_corpus() {
     );
     assert!(stdout.contains("occupancy histogram"), "{stdout}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("done 12 of 12"), "{stderr}");
+    assert!(stderr.contains("done 70 of 70"), "{stderr}");
     let report = std::fs::read_to_string(tree_dir.join("tree_report.txt")).unwrap();
     assert_eq!(report, stdout, "the report file is what was printed");
 
@@ -286,9 +287,9 @@ fn tree_and_alignments_on_a_synthetic_corpus() {
         &ali_dir.join("ali.txt"),
         &feat.join("phones.ctm"),
     );
-    assert_eq!(ali.len(), 12);
+    assert_eq!(ali.len(), 70);
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(report.contains("12 utterances"), "{report}");
+    assert!(report.contains("70 utterances"), "{report}");
     // Every senone with training frames is used by the training alignment, no other.
     let used: std::collections::BTreeSet<u32> = ali.values().flatten().copied().collect();
     let trained = senones.iter().filter(|s| s.count > 0.0).count();

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use amdistill::corpus::synth::augment::{
-    add_at_snr, babble, convolve_keep_length, limit_peak, mean_square, pink_noise, room_impulse_response, to_i16,
-    white_noise, NoiseKind,
+    add_at_snr, babble, convolve_keep_length, limit_peak, mean_square, pink_noise,
+    room_impulse_response, to_i16, white_noise, NoiseKind,
 };
 use amdistill::corpus::synth::text::{
     is_plain_word, spell_number, spell_ordinal, SentenceGenerator, SentenceKind, WordList,
@@ -25,9 +25,14 @@ const SPLITS: [&str; 4] = ["train", "dev", "test", "test_unseen"];
 
 /// Pronounceable pseudo-words (consonant-vowel syllables), so the tests need no system list.
 fn pseudo_words(n: usize) -> Vec<String> {
-    const C: &[&str] = &["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "sh"];
+    const C: &[&str] = &[
+        "b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "sh",
+    ];
     const V: &[&str] = &["a", "e", "i", "o", "u"];
-    let syll: Vec<String> = C.iter().flat_map(|c| V.iter().map(move |v| format!("{c}{v}"))).collect();
+    let syll: Vec<String> = C
+        .iter()
+        .flat_map(|c| V.iter().map(move |v| format!("{c}{v}")))
+        .collect();
     let mut out = Vec::with_capacity(n);
     'outer: for a in &syll {
         for b in &syll {
@@ -61,10 +66,23 @@ fn numbers_are_spelled_out() {
 
 #[test]
 fn word_filter_drops_what_flite_would_spell_out() {
-    for w in ["timer", "strength", "yacht", "apple", "quiet", "rhythm", "squash"] {
+    for w in [
+        "timer", "strength", "yacht", "apple", "quiet", "rhythm", "squash",
+    ] {
         assert!(is_plain_word(w), "{w} should be kept");
     }
-    for w in ["nth", "hmm", "mcknight", "brzezinski", "ab", "don't", "Paris", "abcdefghijklmnop", "tlingit", "angstschrift"] {
+    for w in [
+        "nth",
+        "hmm",
+        "mcknight",
+        "brzezinski",
+        "ab",
+        "don't",
+        "Paris",
+        "abcdefghijklmnop",
+        "tlingit",
+        "angstschrift",
+    ] {
         assert!(!is_plain_word(w), "{w} should be dropped");
     }
 }
@@ -91,7 +109,9 @@ fn generator_covers_every_command_kind_and_the_word_list() {
     for _ in 0..3000 {
         let s = g.unique_sentence(&mut rng, &mut seen).unwrap();
         assert!(
-            s.text.split(' ').all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase())),
+            s.text
+                .split(' ')
+                .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase())),
             "not plain lowercase words: {:?}",
             s.text
         );
@@ -101,13 +121,24 @@ fn generator_covers_every_command_kind_and_the_word_list() {
     }
     assert_eq!(seen.len(), 3000, "sentences are unique");
     for kind in SentenceKind::ALL {
-        assert!(kinds.get(&kind).copied().unwrap_or(0) >= 50, "{kind:?} appears {:?} times", kinds.get(&kind));
+        assert!(
+            kinds.get(&kind).copied().unwrap_or(0) >= 50,
+            "{kind:?} appears {:?} times",
+            kinds.get(&kind)
+        );
     }
     // ~1500 word-list sentences of ~8 list words each over 3000 words: most words get used.
     let used = wl.words.iter().filter(|w| words.contains(*w)).count();
-    assert!(used > 2500, "only {used} of {} list words used", wl.words.len());
+    assert!(
+        used > 2500,
+        "only {used} of {} list words used",
+        wl.words.len()
+    );
     // Commands bring numbers, dates, times and names.
-    for w in ["minutes", "timer", "alarm", "lights", "weather", "play", "call", "percent", "january", "thirty"] {
+    for w in [
+        "minutes", "timer", "alarm", "lights", "weather", "play", "call", "percent", "january",
+        "thirty",
+    ] {
         assert!(words.contains(w), "no '{w}' in 3000 sentences");
     }
 }
@@ -126,16 +157,27 @@ fn word_list_reads_cmudict_format_and_rejects_tiny_lists() {
     assert!(!wl.words.iter().any(|w| w == "nth" || w.contains('(')));
     std::fs::write(&path, "one\ntwo\n").unwrap();
     let err = WordList::read(&path).unwrap_err().to_string();
-    assert!(err.contains("dict") && err.contains("need at least"), "{err}");
+    assert!(
+        err.contains("dict") && err.contains("need at least"),
+        "{err}"
+    );
 }
 
 #[test]
 fn system_word_list_is_large_when_installed() {
     match WordList::system() {
-        Ok(wl) => assert!(wl.words.len() > 50_000, "{} has only {} words", wl.source, wl.words.len()),
+        Ok(wl) => assert!(
+            wl.words.len() > 50_000,
+            "{} has only {} words",
+            wl.source,
+            wl.words.len()
+        ),
         Err(e) => {
             let msg = e.to_string();
-            assert!(msg.contains("apt-get install -y pocketsphinx-en-us"), "{msg}");
+            assert!(
+                msg.contains("apt-get install -y pocketsphinx-en-us"),
+                "{msg}"
+            );
             eprintln!("note: no system word list ({msg})");
         }
     }
@@ -144,14 +186,20 @@ fn system_word_list_is_large_when_installed() {
 // ---------------------------------------------------------------- augmentation
 
 fn tone(n: usize) -> Vec<f32> {
-    (0..n).map(|i| 0.3 * (i as f32 * 0.07).sin() + 0.1 * (i as f32 * 0.31).sin()).collect()
+    (0..n)
+        .map(|i| 0.3 * (i as f32 * 0.07).sin() + 0.1 * (i as f32 * 0.31).sin())
+        .collect()
 }
 
 #[test]
 fn snr_is_achieved_within_half_a_db() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let clean = tone(16000);
-    let pool = vec![tone(5000), white_noise(7000, &mut rng), pink_noise(3000, &mut rng)];
+    let pool = vec![
+        tone(5000),
+        white_noise(7000, &mut rng),
+        pink_noise(3000, &mut rng),
+    ];
     for snr in [0.0, 5.0, 12.5, 30.0] {
         for kind in [NoiseKind::White, NoiseKind::Pink, NoiseKind::Babble] {
             let noise = match kind {
@@ -163,10 +211,16 @@ fn snr_is_achieved_within_half_a_db() {
             add_at_snr(&mut mixed, &noise, snr).unwrap();
             let added: Vec<f32> = mixed.iter().zip(&clean).map(|(m, c)| m - c).collect();
             let got = 10.0 * (mean_square(&clean) / mean_square(&added)).log10();
-            assert!((got - snr).abs() < 0.5, "{kind:?} at {snr} dB: got {got} dB");
+            assert!(
+                (got - snr).abs() < 0.5,
+                "{kind:?} at {snr} dB: got {got} dB"
+            );
         }
     }
-    assert!(add_at_snr(&mut [0.0; 3], &[0.0; 4], 10.0).is_err(), "length mismatch");
+    assert!(
+        add_at_snr(&mut [0.0; 3], &[0.0; 4], 10.0).is_err(),
+        "length mismatch"
+    );
 }
 
 #[test]
@@ -179,11 +233,20 @@ fn pink_noise_has_a_1_over_f_spectrum() {
     let fft = RealFftPlanner::<f32>::new().plan_fft_forward(n);
     let mut spec = fft.make_output_vec();
     fft.process(&mut x, &mut spec).unwrap();
-    let density = |lo: usize, hi: usize| spec[lo..hi].iter().map(|c| c.norm_sqr() as f64).sum::<f64>() / (hi - lo) as f64;
+    let density = |lo: usize, hi: usize| {
+        spec[lo..hi]
+            .iter()
+            .map(|c| c.norm_sqr() as f64)
+            .sum::<f64>()
+            / (hi - lo) as f64
+    };
     // Mean power density over 62-125 Hz vs 1-2 kHz (at 16 kHz): 4 octaves apart, 1/f gives
     // 16x = 12 dB. White noise would give 0 dB.
     let ratio_db = 10.0 * (density(256, 512) / density(4096, 8192)).log10();
-    assert!((ratio_db - 12.04).abs() < 1.5, "pink slope: {ratio_db} dB over 4 octaves");
+    assert!(
+        (ratio_db - 12.04).abs() < 1.5,
+        "pink slope: {ratio_db} dB over 4 octaves"
+    );
 }
 
 #[test]
@@ -193,7 +256,10 @@ fn babble_sums_pool_utterances() {
     let b = babble(10_000, &pool, 5, &mut rng);
     assert_eq!(b.len(), 10_000);
     assert!((mean_square(&b) - 1.0).abs() < 1e-3);
-    assert!(babble(100, &[], 3, &mut rng).iter().all(|&v| v == 0.0), "empty pool: silence");
+    assert!(
+        babble(100, &[], 3, &mut rng).iter().all(|&v| v == 0.0),
+        "empty pool: silence"
+    );
 }
 
 #[test]
@@ -203,7 +269,10 @@ fn reverb_keeps_length_and_the_direct_path() {
     assert_eq!(h.len(), 8000, "rt60 seconds long");
     assert_eq!(h[0], 1.0);
     let tail: f64 = h[1..].iter().map(|&v| (v as f64).powi(2)).sum();
-    assert!((10.0 * (1.0 / tail).log10() - 6.0).abs() < 1e-3, "direct-to-reverberant ratio");
+    assert!(
+        (10.0 * (1.0 / tail).log10() - 6.0).abs() < 1e-3,
+        "direct-to-reverberant ratio"
+    );
     let early: f64 = h[100..900].iter().map(|&v| (v as f64).powi(2)).sum();
     let late: f64 = h[7200..8000].iter().map(|&v| (v as f64).powi(2)).sum();
     assert!(10.0 * (early / late).log10() > 40.0, "the tail decays");
@@ -212,7 +281,11 @@ fn reverb_keeps_length_and_the_direct_path() {
     let y = convolve_keep_length(&x, &h);
     assert_eq!(y.len(), x.len(), "reverb keeps the length");
     let direct: f32 = (0..2001).map(|k| h[k] * x[2000 - k]).sum();
-    assert!((y[2000] - direct).abs() < 1e-4, "FFT convolution {} vs direct {direct}", y[2000]);
+    assert!(
+        (y[2000] - direct).abs() < 1e-4,
+        "FFT convolution {} vs direct {direct}",
+        y[2000]
+    );
     // A click comes out at the same sample (direct path), nothing before it.
     let mut click = vec![0.0f32; 4000];
     click[1000] = 0.5;
@@ -228,13 +301,20 @@ fn peaks_are_limited_not_clipped() {
     assert!((g - 0.495).abs() < 1e-6);
     assert!(x.iter().all(|v| v.abs() <= 0.99));
     assert_eq!(limit_peak(&mut x, 0.99), 1.0, "already within the ceiling");
-    assert_eq!(to_i16(&[0.0, 1.0, -1.0, 0.5]), vec![0, 32767, -32768, 16384]);
+    assert_eq!(
+        to_i16(&[0.0, 1.0, -1.0, 0.5]),
+        vec![0, 32767, -32768, 16384]
+    );
 }
 
 // ---------------------------------------------------------------- synth-corpus end to end
 
 fn flite_installed() -> bool {
-    let ok = Command::new("flite").arg("-lv").output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new("flite")
+        .arg("-lv")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         eprintln!("note: flite is not installed (apt-get install -y flite); skipping the synth-corpus run");
     }
@@ -248,7 +328,16 @@ fn amdistill() -> Command {
 /// Runs `synth-corpus` on a tiny corpus; returns stderr.
 fn synth(out: &Path, words: &Path, seed: u64) -> std::result::Result<String, String> {
     let o = amdistill()
-        .args(["synth-corpus", "--hours", "0.01", "--jobs", "2", "--seed", &seed.to_string(), "--word-list"])
+        .args([
+            "synth-corpus",
+            "--hours",
+            "0.01",
+            "--jobs",
+            "2",
+            "--seed",
+            &seed.to_string(),
+            "--word-list",
+        ])
         .arg(words)
         .arg(out)
         .output()
@@ -269,7 +358,10 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             if p.is_dir() {
                 walk(root, &p, out);
             } else {
-                out.insert(p.strip_prefix(root).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                );
             }
         }
     }
@@ -294,40 +386,78 @@ fn tiny_corpus_is_valid_aligned_disjoint_and_reproducible() {
     for split in SPLITS {
         let dir = out.join(split);
         let problems = validate_data_dir(&dir, &ValidateOptions::default()).unwrap();
-        assert!(problems.is_empty(), "{split}: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"));
+        assert!(
+            problems.is_empty(),
+            "{split}: {}",
+            problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
 
         let wav_scp = read_map(dir.join("wav.scp")).unwrap();
         let utt2spk = read_map(dir.join("utt2spk")).unwrap();
         let ctm = read_ctm(dir.join("phones.ctm")).unwrap();
         assert!(wav_scp.len() >= 3, "{split}: {} utterances", wav_scp.len());
-        assert_eq!(ctm.keys().collect::<Vec<_>>(), wav_scp.keys().collect::<Vec<_>>(), "{split}: CTM covers every utterance");
+        assert_eq!(
+            ctm.keys().collect::<Vec<_>>(),
+            wav_scp.keys().collect::<Vec<_>>(),
+            "{split}: CTM covers every utterance"
+        );
         let mut seconds = 0.0;
         for (utt, path) in &wav_scp {
             let r = hound::WavReader::open(path).unwrap();
             let spec = r.spec();
-            assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (1, 16000, 16), "{utt}");
+            assert_eq!(
+                (spec.channels, spec.sample_rate, spec.bits_per_sample),
+                (1, 16000, 16),
+                "{utt}"
+            );
             let wav_s = r.duration() as f64 / 16000.0;
             seconds += wav_s;
             let phones = &ctm[utt];
             assert_eq!(phones[0].start, 0.0, "{utt}: first phone starts at 0");
             for w in phones.windows(2) {
-                assert!((w[1].start - w[0].end).abs() < 0.0015, "{utt}: phones are contiguous");
+                assert!(
+                    (w[1].start - w[0].end).abs() < 0.0015,
+                    "{utt}: phones are contiguous"
+                );
             }
             assert_eq!(phones.first().unwrap().phone, "pau");
-            assert!(phones.iter().all(|p| p.phone.bytes().all(|b| b.is_ascii_lowercase())), "{utt}: ARPAbet names");
+            assert!(
+                phones
+                    .iter()
+                    .all(|p| p.phone.bytes().all(|b| b.is_ascii_lowercase())),
+                "{utt}: ARPAbet names"
+            );
             let end = phones.last().unwrap().end;
-            assert!((end - wav_s).abs() <= 0.020, "{utt}: last phone ends at {end} s, audio at {wav_s} s");
+            assert!(
+                (end - wav_s).abs() <= 0.020,
+                "{utt}: last phone ends at {end} s, audio at {wav_s} s"
+            );
         }
         if split == "train" {
             assert!(seconds >= 36.0, "train has {seconds} s, asked for 0.01 h");
         }
         // test_unseen is spoken by the held-out voice only, and only it.
         for spk in utt2spk.values() {
-            assert_eq!(spk == "rms", split == "test_unseen", "{split}: speaker {spk}");
+            assert_eq!(
+                spk == "rms",
+                split == "test_unseen",
+                "{split}: speaker {spk}"
+            );
         }
         let synth_rows = std::fs::read_to_string(dir.join("utt2synth.tsv")).unwrap();
-        assert_eq!(synth_rows.lines().count(), wav_scp.len() + 1, "{split}: one utt2synth row per utterance");
-        texts.insert(split, read_map(dir.join("text")).unwrap().into_values().collect());
+        assert_eq!(
+            synth_rows.lines().count(),
+            wav_scp.len() + 1,
+            "{split}: one utt2synth row per utterance"
+        );
+        texts.insert(
+            split,
+            read_map(dir.join("text")).unwrap().into_values().collect(),
+        );
     }
     for (i, a) in SPLITS.iter().enumerate() {
         for b in &SPLITS[i + 1..] {
@@ -341,14 +471,25 @@ fn tiny_corpus_is_valid_aligned_disjoint_and_reproducible() {
     std::fs::remove_dir_all(&out).unwrap();
     synth(&out, &words, 7).unwrap();
     let second = snapshot(&out);
-    assert_eq!(first.keys().collect::<Vec<_>>(), second.keys().collect::<Vec<_>>());
+    assert_eq!(
+        first.keys().collect::<Vec<_>>(),
+        second.keys().collect::<Vec<_>>()
+    );
     for (path, bytes) in &first {
-        assert!(&second[path] == bytes, "{} differs between two runs with the same seed", path.display());
+        assert!(
+            &second[path] == bytes,
+            "{} differs between two runs with the same seed",
+            path.display()
+        );
     }
 
     // Resume after a kill: lost utterances and a stale temporary; the result is the same.
     let train = out.join("train");
-    let lost: Vec<String> = read_map(train.join("wav.scp")).unwrap().into_keys().take(2).collect();
+    let lost: Vec<String> = read_map(train.join("wav.scp"))
+        .unwrap()
+        .into_keys()
+        .take(2)
+        .collect();
     for utt in &lost {
         std::fs::remove_file(train.join("wav").join(format!("{utt}.wav"))).unwrap();
         std::fs::remove_file(train.join("synth").join(format!("{utt}.json"))).unwrap();
@@ -360,10 +501,102 @@ fn tiny_corpus_is_valid_aligned_disjoint_and_reproducible() {
 
     // Another seed into the same directory is refused; into a new one it gives other text.
     let err = synth(&out, &words, 8).unwrap_err();
-    assert!(err.contains("synth_config.json") && err.contains("other options"), "{err}");
+    assert!(
+        err.contains("synth_config.json") && err.contains("other options"),
+        "{err}"
+    );
     let other = tmp.path().join("other");
     synth(&other, &words, 8).unwrap();
-    assert_ne!(std::fs::read(other.join("train/text")).unwrap(), first[Path::new("train/text")]);
+    assert_ne!(
+        std::fs::read(other.join("train/text")).unwrap(),
+        first[Path::new("train/text")]
+    );
+}
+
+#[test]
+fn a_failing_utterance_is_named_and_the_rest_go_on() {
+    if !flite_installed() {
+        return;
+    }
+    let real = Command::new("sh")
+        .args(["-c", "command -v flite"])
+        .output()
+        .unwrap();
+    let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let words = tmp.path().join("words.txt");
+    std::fs::write(&words, pseudo_words(3000).join("\n")).unwrap();
+    // A flite that fails on its 30th call (past the 2 probes and the 24-utterance babble pool).
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let counter = tmp.path().join("calls");
+    let script = format!(
+        "#!/bin/sh\nn=$(cat '{c}' 2>/dev/null || echo 0); n=$((n+1)); echo $n > '{c}'\n\
+         if [ \"$n\" = 30 ]; then echo 'synthetic failure' >&2; exit 3; fi\nexec '{real}' \"$@\"\n",
+        c = counter.display()
+    );
+    std::fs::write(bin.join("flite"), script).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join("flite"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = tmp.path().join("corpus");
+    let o = amdistill()
+        .args([
+            "synth-corpus",
+            "--hours",
+            "0.01",
+            "--jobs",
+            "1",
+            "--word-list",
+        ])
+        .arg(&words)
+        .arg(&out)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "a failed utterance gives exit status 1:\n{err}"
+    );
+    assert!(
+        err.contains("flite failed") && err.contains("synthetic failure"),
+        "{err}"
+    );
+    let failed_line = err
+        .lines()
+        .find(|l| l.contains("synthetic failure"))
+        .unwrap();
+    let utt = failed_line
+        .split("utterance ")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(utt.contains("-train-"), "{failed_line}");
+    assert!(err.contains("(1 failed)"), "{err}");
+    // The other utterances were written, and the split is still a valid data directory.
+    let train = out.join("train");
+    let problems = validate_data_dir(&train, &ValidateOptions::default()).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    let wav_scp = read_map(train.join("wav.scp")).unwrap();
+    assert!(!wav_scp.contains_key(&utt) && wav_scp.len() >= 3);
+    for split in SPLITS {
+        assert!(
+            out.join(split).join("phones.ctm").is_file(),
+            "{split} written"
+        );
+    }
 }
 
 #[test]
@@ -384,7 +617,12 @@ fn missing_flite_names_the_install_command() {
 fn bad_options_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        let o = amdistill().arg("synth-corpus").args(args).arg(tmp.path().join("out")).output().unwrap();
+        let o = amdistill()
+            .arg("synth-corpus")
+            .args(args)
+            .arg(tmp.path().join("out"))
+            .output()
+            .unwrap();
         assert!(!o.status.success(), "{args:?} should fail");
         String::from_utf8_lossy(&o.stderr).into_owned()
     };

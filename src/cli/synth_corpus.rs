@@ -66,17 +66,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let bar = progress::bar(0, "synth-corpus");
     // Failures are printed above the bar, and also when stderr is not a terminal.
     let print_lock = Mutex::new(());
-    let report = synthesize_corpus(
-        &opts,
-        &|n| bar.inc_length(n as u64),
-        &|event| {
-            if let Some(line) = event {
-                let _guard = print_lock.lock();
-                bar.suspend(|| eprintln!("amdistill: warning: {line}"));
-            }
-            bar.inc(1);
-        },
-    )?;
+    let report = synthesize_corpus(&opts, &|n| bar.inc_length(n as u64), &|event| {
+        if let Some(line) = event {
+            let _guard = print_lock.lock();
+            bar.suspend(|| eprintln!("amdistill: warning: {line}"));
+        }
+        bar.inc(1);
+    })?;
     bar.finish_and_clear();
     for s in &report.splits {
         eprintln!(
@@ -84,13 +80,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             s.split.name(),
             s.utterances,
             s.seconds / 3600.0,
-            if s.peak_limited > 0 { format!(", {} scaled down to avoid clipping", s.peak_limited) } else { String::new() },
-            if s.resumed > 0 { format!(", {} from an earlier run", s.resumed) } else { String::new() },
+            if s.peak_limited > 0 {
+                format!(", {} scaled down to avoid clipping", s.peak_limited)
+            } else {
+                String::new()
+            },
+            if s.resumed > 0 {
+                format!(", {} from an earlier run", s.resumed)
+            } else {
+                String::new()
+            },
         );
     }
-    eprintln!("{} in {:.1} s -> {}", report.summary, start.elapsed().as_secs_f64(), opts.out_dir.display());
+    eprintln!(
+        "{} in {:.1} s -> {}",
+        report.summary,
+        start.elapsed().as_secs_f64(),
+        opts.out_dir.display()
+    );
     if report.summary.failed() > 0 {
-        bail!("{} utterance(s) failed (listed above)", report.summary.failed());
+        bail!(
+            "{} utterance(s) failed (listed above)",
+            report.summary.failed()
+        );
     }
     Ok(())
 }

@@ -83,7 +83,12 @@ pub fn pink_noise<R: Rng + ?Sized>(n: usize, rng: &mut R) -> Vec<f32> {
 /// `n` samples of babble scaled to unit power: `talkers` signals from `pool` (distinct where
 /// the pool allows), each at unit power, starting at a random offset and looped to length.
 /// Empty pool entries are skipped; an empty pool gives silence.
-pub fn babble<R: Rng + ?Sized>(n: usize, pool: &[Vec<f32>], talkers: usize, rng: &mut R) -> Vec<f32> {
+pub fn babble<R: Rng + ?Sized>(
+    n: usize,
+    pool: &[Vec<f32>],
+    talkers: usize,
+    rng: &mut R,
+) -> Vec<f32> {
     let usable: Vec<&Vec<f32>> = pool.iter().filter(|p| mean_square(p) > 0.0).collect();
     let mut out = vec![0.0f32; n];
     if usable.is_empty() || n == 0 {
@@ -134,7 +139,12 @@ pub fn add_at_snr(signal: &mut [f32], noise: &[f32], snr_db: f64) -> Result<f64>
 /// A simple room impulse response: a unit direct path at lag 0, silence for a pre-delay of 2
 /// to 10 ms, then Gaussian noise under an exponential envelope that falls 60 dB in `rt60_s`
 /// seconds, scaled so that direct / reverberant energy is `drr_db`. Length: `rt60_s` seconds.
-pub fn room_impulse_response<R: Rng + ?Sized>(rt60_s: f64, drr_db: f64, sample_rate: u32, rng: &mut R) -> Vec<f32> {
+pub fn room_impulse_response<R: Rng + ?Sized>(
+    rt60_s: f64,
+    drr_db: f64,
+    sample_rate: u32,
+    rng: &mut R,
+) -> Vec<f32> {
     let sr = sample_rate as f64;
     let len = ((rt60_s * sr).ceil() as usize).max(2);
     let predelay = ((rng.gen_range(0.002..0.010) * sr) as usize).clamp(1, len - 1);
@@ -168,7 +178,8 @@ pub fn convolve_keep_length(x: &[f32], h: &[f32]) -> Vec<f32> {
         let mut buf = fwd.make_input_vec();
         buf[..sig.len()].copy_from_slice(sig);
         let mut spec = fwd.make_output_vec();
-        fwd.process(&mut buf, &mut spec).expect("buffer sizes come from the plan");
+        fwd.process(&mut buf, &mut spec)
+            .expect("buffer sizes come from the plan");
         spec
     };
     let mut xs = spectrum(x);
@@ -179,7 +190,8 @@ pub fn convolve_keep_length(x: &[f32], h: &[f32]) -> Vec<f32> {
     let last = xs.len() - 1;
     xs[last].im = 0.0;
     let mut out = inv.make_output_vec();
-    inv.process(&mut xs, &mut out).expect("buffer sizes come from the plan");
+    inv.process(&mut xs, &mut out)
+        .expect("buffer sizes come from the plan");
     let scale = 1.0 / n as f32;
     out.truncate(x.len());
     out.iter_mut().for_each(|v| *v *= scale);
@@ -205,7 +217,9 @@ pub fn fit_length(x: &mut Vec<f32>, n: usize) {
 
 /// Converts samples in [-1, 1] to 16-bit PCM, rounding and saturating.
 pub fn to_i16(x: &[f32]) -> Vec<i16> {
-    x.iter().map(|&v| (v * 32768.0).round().clamp(-32768.0, 32767.0) as i16).collect()
+    x.iter()
+        .map(|&v| (v * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
+        .collect()
 }
 
 /// Resamples `x` from `from` Hz to `to` Hz (FFT resampler, delay removed); the output has
@@ -216,8 +230,10 @@ pub fn resample(x: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
         return Ok(x.to_vec());
     }
     let want = ((x.len() as u64 * to as u64 + from as u64 / 2) / from as u64) as usize;
-    let err = |e: &dyn std::fmt::Display| Error::config(format!("resampling {from} Hz -> {to} Hz: {e}"));
-    let mut r = FftFixedIn::<f32>::new(from as usize, to as usize, 1024, 2, 1).map_err(|e| err(&e))?;
+    let err =
+        |e: &dyn std::fmt::Display| Error::config(format!("resampling {from} Hz -> {to} Hz: {e}"));
+    let mut r =
+        FftFixedIn::<f32>::new(from as usize, to as usize, 1024, 2, 1).map_err(|e| err(&e))?;
     let delay = r.output_delay();
     let mut out: Vec<f32> = Vec::with_capacity(want + delay + 4096);
     let mut pos = 0;
@@ -227,10 +243,17 @@ pub fn resample(x: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
         out.extend_from_slice(&o[0]);
         pos += n;
     }
-    let o = r.process_partial(Some(&[&x[pos..]]), None).map_err(|e| err(&e))?;
-    out.extend_from_slice(&o[0]);
+    if pos < x.len() {
+        // rubato refuses an empty partial chunk; the flush below covers that case.
+        let o = r
+            .process_partial(Some(&[&x[pos..]]), None)
+            .map_err(|e| err(&e))?;
+        out.extend_from_slice(&o[0]);
+    }
     while out.len() < want + delay {
-        let o = r.process_partial(None::<&[&[f32]]>, None).map_err(|e| err(&e))?;
+        let o = r
+            .process_partial(None::<&[&[f32]]>, None)
+            .map_err(|e| err(&e))?;
         out.extend_from_slice(&o[0]);
     }
     out.drain(..delay);
@@ -244,12 +267,25 @@ mod tests {
 
     #[test]
     fn resample_keeps_duration_and_tone() {
-        let x: Vec<f32> = (0..16000).map(|i| (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 16000.0).sin() * 0.5).collect();
+        let x: Vec<f32> = (0..16000)
+            .map(|i| (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 16000.0).sin() * 0.5)
+            .collect();
         let y = resample(&x, 16000, 8000).unwrap();
         assert_eq!(y.len(), 8000);
-        let z: Vec<f32> = (0..8000).map(|i| (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 8000.0).sin() * 0.5).collect();
-        let err: f32 = y[500..7500].iter().zip(&z[500..7500]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let z: Vec<f32> = (0..8000)
+            .map(|i| (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 8000.0).sin() * 0.5)
+            .collect();
+        let err: f32 = y[500..7500]
+            .iter()
+            .zip(&z[500..7500])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         assert!(err < 0.02, "max error {err}");
         assert_eq!(resample(&x, 16000, 16000).unwrap(), x);
+        // Lengths that are and are not a whole number of the resampler's chunks.
+        assert_eq!(resample(&x[..2048], 16000, 8000).unwrap().len(), 1024);
+        assert_eq!(resample(&x[..1000], 16000, 22050).unwrap().len(), 1378);
+        let long: Vec<f32> = x.iter().chain(&x).copied().take(30480).collect();
+        assert_eq!(resample(&long, 16000, 8000).unwrap().len(), 15240);
     }
 }

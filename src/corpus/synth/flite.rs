@@ -24,19 +24,38 @@ pub struct Voice {
 
 /// The voices built into Debian's flite 2.2 that synthesise at 16 kHz.
 pub const VOICES: &[Voice] = &[
-    Voice { name: "kal16", f0_range: Some((85.0, 130.0)) },
-    Voice { name: "awb", f0_range: Some((85.0, 135.0)) },
-    Voice { name: "rms", f0_range: None },
-    Voice { name: "slt", f0_range: Some((150.0, 220.0)) },
+    Voice {
+        name: "kal16",
+        f0_range: Some((85.0, 130.0)),
+    },
+    Voice {
+        name: "awb",
+        f0_range: Some((85.0, 135.0)),
+    },
+    Voice {
+        name: "rms",
+        f0_range: None,
+    },
+    Voice {
+        name: "slt",
+        f0_range: Some((150.0, 220.0)),
+    },
 ];
 
 impl Voice {
     /// Looks a voice up by name; an unknown one is an error listing the known voices.
     pub fn by_name(name: &str) -> Result<Voice> {
-        VOICES.iter().copied().find(|v| v.name == name).ok_or_else(|| {
-            let known: Vec<&str> = VOICES.iter().map(|v| v.name).collect();
-            Error::config(format!("unknown voice '{name}' (known: {})", known.join(", ")))
-        })
+        VOICES
+            .iter()
+            .copied()
+            .find(|v| v.name == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = VOICES.iter().map(|v| v.name).collect();
+                Error::config(format!(
+                    "unknown voice '{name}' (known: {})",
+                    known.join(", ")
+                ))
+            })
     }
 }
 
@@ -74,7 +93,11 @@ pub fn check_installed() -> Result<FliteInfo> {
         .output()
         .map(|o| {
             let text = String::from_utf8_lossy(&o.stdout).into_owned();
-            text.lines().find(|l| l.contains("version")).unwrap_or("").trim().to_string()
+            text.lines()
+                .find(|l| l.contains("version"))
+                .unwrap_or("")
+                .trim()
+                .to_string()
         })
         .unwrap_or_default();
     Ok(FliteInfo { version, voices })
@@ -108,22 +131,41 @@ pub struct FliteOutput {
 pub fn synthesize(utt: &str, req: &FliteRequest, tmp_wav: &Path) -> Result<FliteOutput> {
     let mut cmd = Command::new("flite");
     cmd.arg("-voice").arg(req.voice);
-    cmd.arg("--setf").arg(format!("duration_stretch={}", req.duration_stretch));
+    cmd.arg("--setf")
+        .arg(format!("duration_stretch={}", req.duration_stretch));
     if let Some(f0) = req.f0_mean {
         cmd.arg("--setf").arg(format!("int_f0_target_mean={f0}"));
     }
-    cmd.arg("-psdur").arg("-t").arg(&req.text).arg("-o").arg(tmp_wav);
-    let out = cmd.output().map_err(|e| Error::utterance(utt, format!("cannot run flite ({e}); install it with `{INSTALL_HINT}`")))?;
+    cmd.arg("-psdur")
+        .arg("-t")
+        .arg(&req.text)
+        .arg("-o")
+        .arg(tmp_wav);
+    let out = cmd.output().map_err(|e| {
+        Error::utterance(
+            utt,
+            format!("cannot run flite ({e}); install it with `{INSTALL_HINT}`"),
+        )
+    })?;
     let result = (|| {
         if !out.status.success() {
             return Err(Error::utterance(
                 utt,
-                format!("flite failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+                format!(
+                    "flite failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
             ));
         }
-        let phones = parse_psdur(&String::from_utf8_lossy(&out.stdout)).map_err(|m| Error::utterance(utt, m))?;
+        let phones = parse_psdur(&String::from_utf8_lossy(&out.stdout))
+            .map_err(|m| Error::utterance(utt, m))?;
         let (samples, sample_rate) = read_wav_mono(tmp_wav)?;
-        Ok(FliteOutput { samples, sample_rate, phones })
+        Ok(FliteOutput {
+            samples,
+            sample_rate,
+            phones,
+        })
     })();
     let _ = std::fs::remove_file(tmp_wav);
     result
@@ -136,7 +178,9 @@ pub fn parse_psdur(stdout: &str) -> std::result::Result<Vec<PhoneSegment>, Strin
     let mut phones: Vec<PhoneSegment> = Vec::new();
     let mut start = 0.0f64;
     for tok in stdout.split_whitespace() {
-        let (name, end) = tok.rsplit_once(':').ok_or_else(|| format!("flite -psdur: unexpected token '{tok}'"))?;
+        let (name, end) = tok
+            .rsplit_once(':')
+            .ok_or_else(|| format!("flite -psdur: unexpected token '{tok}'"))?;
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(format!("flite -psdur: bad phone name in '{tok}'"));
         }
@@ -150,7 +194,11 @@ pub fn parse_psdur(stdout: &str) -> std::result::Result<Vec<PhoneSegment>, Strin
                  flite split the text into several utterances"
             ));
         }
-        phones.push(PhoneSegment { phone: name.to_string(), start, end });
+        phones.push(PhoneSegment {
+            phone: name.to_string(),
+            start,
+            end,
+        });
         start = end;
     }
     if phones.is_empty() {
@@ -161,9 +209,13 @@ pub fn parse_psdur(stdout: &str) -> std::result::Result<Vec<PhoneSegment>, Strin
 
 /// Reads a mono 16-bit PCM WAV (what flite writes) into samples in [-1, 1].
 pub fn read_wav_mono(path: &Path) -> Result<(Vec<f32>, u32)> {
-    let reader = hound::WavReader::open(path).map_err(|e| Error::format(path, format!("cannot read flite's WAV: {e}")))?;
+    let reader = hound::WavReader::open(path)
+        .map_err(|e| Error::format(path, format!("cannot read flite's WAV: {e}")))?;
     let spec = reader.spec();
-    if spec.channels != 1 || spec.bits_per_sample != 16 || spec.sample_format != hound::SampleFormat::Int {
+    if spec.channels != 1
+        || spec.bits_per_sample != 16
+        || spec.sample_format != hound::SampleFormat::Int
+    {
         return Err(Error::format(
             path,
             format!(
@@ -202,10 +254,18 @@ mod tests {
     #[test]
     fn rejects_bad_psdur() {
         assert!(parse_psdur("").unwrap_err().contains("no phones"));
-        assert!(parse_psdur("pau:0.2 s").unwrap_err().contains("unexpected token"));
-        assert!(parse_psdur("pau:0.2 s:x").unwrap_err().contains("bad end time"));
-        assert!(parse_psdur("pau:0.2 s:0.1").unwrap_err().contains("several utterances"));
-        assert!(parse_psdur("pau:0.2 s/:0.3").unwrap_err().contains("bad phone name"));
+        assert!(parse_psdur("pau:0.2 s")
+            .unwrap_err()
+            .contains("unexpected token"));
+        assert!(parse_psdur("pau:0.2 s:x")
+            .unwrap_err()
+            .contains("bad end time"));
+        assert!(parse_psdur("pau:0.2 s:0.1")
+            .unwrap_err()
+            .contains("several utterances"));
+        assert!(parse_psdur("pau:0.2 s/:0.3")
+            .unwrap_err()
+            .contains("bad phone name"));
     }
 
     #[test]

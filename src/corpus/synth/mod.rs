@@ -142,14 +142,27 @@ impl SynthOptions {
     }
 
     fn validate(&self) -> Result<(Vec<Voice>, Voice)> {
-        if !(self.train_hours.is_finite() && self.train_hours > 0.0 && self.train_hours <= 10_000.0) {
-            return Err(Error::config(format!("--hours must be in (0, 10000], got {}", self.train_hours)));
+        if !(self.train_hours.is_finite() && self.train_hours > 0.0 && self.train_hours <= 10_000.0)
+        {
+            return Err(Error::config(format!(
+                "--hours must be in (0, 10000], got {}",
+                self.train_hours
+            )));
         }
-        if !(self.eval_fraction.is_finite() && self.eval_fraction > 0.0 && self.eval_fraction <= 1.0) {
-            return Err(Error::config(format!("--eval-fraction must be in (0, 1], got {}", self.eval_fraction)));
+        if !(self.eval_fraction.is_finite()
+            && self.eval_fraction > 0.0
+            && self.eval_fraction <= 1.0)
+        {
+            return Err(Error::config(format!(
+                "--eval-fraction must be in (0, 1], got {}",
+                self.eval_fraction
+            )));
         }
         if !(8000..=48000).contains(&self.sample_rate) {
-            return Err(Error::config(format!("--sample-rate must be 8000 to 48000 Hz, got {}", self.sample_rate)));
+            return Err(Error::config(format!(
+                "--sample-rate must be 8000 to 48000 Hz, got {}",
+                self.sample_rate
+            )));
         }
         if self.jobs == Some(0) {
             return Err(Error::config("--jobs must be at least 1"));
@@ -161,7 +174,9 @@ impl SynthOptions {
         for v in &self.voices {
             let voice = Voice::by_name(v)?;
             if seen.contains(&voice) {
-                return Err(Error::config(format!("voice '{v}' given twice in --voices")));
+                return Err(Error::config(format!(
+                    "voice '{v}' given twice in --voices"
+                )));
             }
             seen.push(voice);
         }
@@ -181,8 +196,9 @@ impl SynthOptions {
 struct SynthConfig {
     format: u32,
     seed: u64,
-    train_hours: f64,
-    eval_fraction: f64,
+    /// Numbers as Rust prints them (shortest round-trip form), compared as text.
+    train_hours: String,
+    eval_fraction: String,
     voices: Vec<String>,
     unseen_voice: String,
     sample_rate: u32,
@@ -243,7 +259,11 @@ impl UttRecord {
         self.phones
             .iter()
             .map(|p| {
-                let seg = PhoneSegment { phone: p.phone.clone(), start: start as f64 / 1000.0, end: p.end_ms as f64 / 1000.0 };
+                let seg = PhoneSegment {
+                    phone: p.phone.clone(),
+                    start: start as f64 / 1000.0,
+                    end: p.end_ms as f64 / 1000.0,
+                };
                 start = p.end_ms;
                 seg
             })
@@ -311,7 +331,11 @@ fn run(
 ) -> Result<SynthReport> {
     let (seen, unseen) = opts.validate()?;
     let flite_info = flite::check_installed()?;
-    for v in opts.voices.iter().chain(std::iter::once(&opts.unseen_voice)) {
+    for v in opts
+        .voices
+        .iter()
+        .chain(std::iter::once(&opts.unseen_voice))
+    {
         if !flite_info.voices.contains(v) {
             return Err(Error::config(format!(
                 "this flite has no voice '{v}' (it has: {})",
@@ -325,13 +349,14 @@ fn run(
     let out_dir = &opts.out_dir;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let out_dir = out_dir.canonicalize().map_err(|e| Error::io(out_dir, e))?;
+    remove_stale_temporaries(&out_dir)?; // the babble pool's flite output
     check_config(
         &out_dir,
         &SynthConfig {
             format: 1,
             seed: opts.seed,
-            train_hours: opts.train_hours,
-            eval_fraction: opts.eval_fraction,
+            train_hours: opts.train_hours.to_string(),
+            eval_fraction: opts.eval_fraction.to_string(),
             voices: opts.voices.clone(),
             unseen_voice: opts.unseen_voice.clone(),
             sample_rate: opts.sample_rate,
@@ -346,7 +371,14 @@ fn run(
     let mut text_rng = stream_rng(opts.seed, TEXT_STREAM, 0);
     let mut used: HashSet<String> = HashSet::new();
 
-    let mut ctx = Ctx { out_dir: out_dir.clone(), seed: opts.seed, sample_rate: opts.sample_rate, seen, unseen, pool: Vec::new() };
+    let mut ctx = Ctx {
+        out_dir: out_dir.clone(),
+        seed: opts.seed,
+        sample_rate: opts.sample_rate,
+        seen,
+        unseen,
+        pool: Vec::new(),
+    };
     let pool_sentences: Vec<Sentence> = (0..BABBLE_POOL_SIZE)
         .map(|_| generator.unique_sentence(&mut text_rng, &mut used))
         .collect::<Result<_>>()?;
@@ -376,7 +408,8 @@ fn run(
         loop {
             let mut round: Vec<(u32, Sentence)> = Vec::new();
             let mut estimate = 0.0;
-            while estimate < target_s - total_s || records.len() + round.len() < MIN_UTTS_PER_SPLIT {
+            while estimate < target_s - total_s || records.len() + round.len() < MIN_UTTS_PER_SPLIT
+            {
                 let s = generator.unique_sentence(&mut text_rng, &mut used)?;
                 estimate += estimated_seconds(&s);
                 round.push((next_index, s));
@@ -429,7 +462,14 @@ fn run(
         });
     }
     let done = reports.iter().map(|r| r.utterances).sum();
-    Ok(SynthReport { splits: reports, summary: BatchSummary { done, total: attempted }, failures })
+    Ok(SynthReport {
+        splits: reports,
+        summary: BatchSummary {
+            done,
+            total: attempted,
+        },
+        failures,
+    })
 }
 
 /// The ChaCha stream for (seed, stream, index): the seed picks the key, stream and index the
@@ -452,7 +492,8 @@ fn check_config(out_dir: &Path, config: &SynthConfig) -> Result<()> {
     let path = out_dir.join("synth_config.json");
     if path.exists() {
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let old: SynthConfig = serde_json::from_str(&text).map_err(|e| Error::parse(&path, e.line(), e.to_string()))?;
+        let old: SynthConfig = serde_json::from_str(&text)
+            .map_err(|e| Error::parse(&path, e.line(), e.to_string()))?;
         if &old != config {
             return Err(Error::Mismatch(format!(
                 "{} was made with other options ({}); use another OUT_DIR or delete this one \
@@ -468,16 +509,28 @@ fn check_config(out_dir: &Path, config: &SynthConfig) -> Result<()> {
     write_atomic(&path, |w| writeln!(w, "{json}"))
 }
 
-/// Removes `*.tmp.*` files a killed run left in `dir` (only this tool's temporaries).
+/// Removes the temporaries a killed run left in `dir`: `NAME.tmp.PID` (atomic writes) and
+/// `UTT.flite.tmp.PID.wav` (flite's output). Nothing else is touched.
 fn remove_stale_temporaries(dir: &Path) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
-        if entry.file_name().to_string_lossy().contains(".tmp.") {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_temporary_name(&name) && entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
             let p = entry.path();
             std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
         }
     }
     Ok(())
+}
+
+fn is_temporary_name(name: &str) -> bool {
+    let pid_suffix = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = name.strip_suffix(".wav") {
+        if let Some((_, pid)) = rest.rsplit_once(".flite.tmp.") {
+            return pid_suffix(pid);
+        }
+    }
+    matches!(name.rsplit_once(".tmp."), Some((stem, pid)) if !stem.is_empty() && pid_suffix(pid))
 }
 
 fn round_to(x: f64, decimals: i32) -> f64 {
@@ -493,7 +546,9 @@ fn draw_params(ctx: &Ctx, split: Split, rng: &mut ChaCha8Rng) -> (Voice, UttPara
         _ => ctx.seen[rng.gen_range(0..ctx.seen.len())],
     };
     let duration_stretch = round_to(rng.gen_range(STRETCH_RANGE.0..=STRETCH_RANGE.1), 3);
-    let f0_mean = voice.f0_range.map(|(lo, hi)| round_to(rng.gen_range(lo as f64..=hi as f64), 1));
+    let f0_mean = voice
+        .f0_range
+        .map(|(lo, hi)| round_to(rng.gen_range(lo as f64..=hi as f64), 1));
     let gain_db = round_to(rng.gen_range(GAIN_DB_RANGE.0..=GAIN_DB_RANGE.1), 1);
     let noise = match rng.gen_range(0..100) {
         0..=9 => NoiseKind::Clean,
@@ -501,7 +556,8 @@ fn draw_params(ctx: &Ctx, split: Split, rng: &mut ChaCha8Rng) -> (Voice, UttPara
         35..=64 => NoiseKind::Pink,
         _ => NoiseKind::Babble,
     };
-    let snr_db = (noise != NoiseKind::Clean).then(|| round_to(rng.gen_range(SNR_DB_RANGE.0..=SNR_DB_RANGE.1), 1));
+    let snr_db = (noise != NoiseKind::Clean)
+        .then(|| round_to(rng.gen_range(SNR_DB_RANGE.0..=SNR_DB_RANGE.1), 1));
     let babble_talkers = (noise == NoiseKind::Babble).then(|| rng.gen_range(3..=6));
     let (rt60_s, drr_db) = if rng.gen_bool(REVERB_FRACTION) {
         (
@@ -530,7 +586,13 @@ fn speaker_id(voice: Voice, f0_mean: Option<f64>) -> String {
     match (voice.f0_range, f0_mean) {
         (Some((lo, hi)), Some(f0)) => {
             let t = ((f0 - lo as f64) / (hi as f64 - lo as f64)).clamp(0.0, 1.0);
-            let bucket = if t < 1.0 / 3.0 { "lo" } else if t < 2.0 / 3.0 { "mid" } else { "hi" };
+            let bucket = if t < 1.0 / 3.0 {
+                "lo"
+            } else if t < 2.0 / 3.0 {
+                "mid"
+            } else {
+                "hi"
+            };
             format!("{}-{bucket}", voice.name)
         }
         _ => voice.name.to_string(),
@@ -538,7 +600,14 @@ fn speaker_id(voice: Voice, f0_mean: Option<f64>) -> String {
 }
 
 /// Runs flite and brings its output to the corpus rate and to the length of its phones.
-fn synth_clean(ctx: &Ctx, utt: &str, voice: Voice, params: &UttParams, sentence: &Sentence, tmp_dir: &Path) -> Result<(Vec<f32>, Vec<RecordPhone>)> {
+fn synth_clean(
+    ctx: &Ctx,
+    utt: &str,
+    voice: Voice,
+    params: &UttParams,
+    sentence: &Sentence,
+    tmp_dir: &Path,
+) -> Result<(Vec<f32>, Vec<RecordPhone>)> {
     let req = FliteRequest {
         voice: voice.name,
         text: sentence.flite_text(),
@@ -550,11 +619,17 @@ fn synth_clean(ctx: &Ctx, utt: &str, voice: Voice, params: &UttParams, sentence:
     let phones: Vec<RecordPhone> = out
         .phones
         .iter()
-        .map(|p| RecordPhone { phone: p.phone.clone(), end_ms: (p.end * 1000.0).round() as u64 })
+        .map(|p| RecordPhone {
+            phone: p.phone.clone(),
+            end_ms: (p.end * 1000.0).round() as u64,
+        })
         .collect();
     let end_ms = phones.last().map(|p| p.end_ms).unwrap_or(0);
     if end_ms == 0 {
-        return Err(Error::utterance(utt, "flite produced no audio (last phone ends at 0 s)"));
+        return Err(Error::utterance(
+            utt,
+            "flite produced no audio (last phone ends at 0 s)",
+        ));
     }
     // The phones are the truth about timing: pad (kal16's clipped final pause) or cut the
     // waveform to the last phone's end.
@@ -581,7 +656,12 @@ fn make_babble_pool(ctx: &Ctx, sentences: &[Sentence]) -> Result<Vec<Vec<f32>>> 
 
 /// Makes one utterance (or loads its record from a previous run); returns the record and
 /// whether it was resumed.
-fn make_utterance(ctx: &Ctx, split: Split, index: u32, sentence: &Sentence) -> Result<(UttRecord, bool)> {
+fn make_utterance(
+    ctx: &Ctx,
+    split: Split,
+    index: u32,
+    sentence: &Sentence,
+) -> Result<(UttRecord, bool)> {
     let mut rng = stream_rng(ctx.seed, split.stream(), index);
     let (voice, params) = draw_params(ctx, split, &mut rng);
     let speaker = speaker_id(voice, params.f0_mean);
@@ -593,8 +673,9 @@ fn make_utterance(ctx: &Ctx, split: Split, index: u32, sentence: &Sentence) -> R
 
     if rec_path.is_file() && wav_path.is_file() {
         let text = std::fs::read_to_string(&rec_path).map_err(|e| Error::io(&rec_path, e))?;
-        let rec: UttRecord = serde_json::from_str(&text).map_err(|e| Error::parse(&rec_path, e.line(), e.to_string()))?;
-        if rec.text != sentence.text || rec.params != params {
+        let rec: UttRecord = serde_json::from_str(&text)
+            .map_err(|e| Error::parse(&rec_path, e.line(), e.to_string()))?;
+        if rec.text != sentence.text || !same_params(&rec.params, &params) {
             return Err(Error::Mismatch(format!(
                 "{}: record from an earlier run does not match this run's plan; delete {} and rerun",
                 rec_path.display(),
@@ -613,7 +694,12 @@ fn make_utterance(ctx: &Ctx, split: Split, index: u32, sentence: &Sentence) -> R
         let noise = match params.noise {
             NoiseKind::White => augment::white_noise(x.len(), &mut rng),
             NoiseKind::Pink => augment::pink_noise(x.len(), &mut rng),
-            NoiseKind::Babble => augment::babble(x.len(), &ctx.pool, params.babble_talkers.unwrap_or(4) as usize, &mut rng),
+            NoiseKind::Babble => augment::babble(
+                x.len(),
+                &ctx.pool,
+                params.babble_talkers.unwrap_or(4) as usize,
+                &mut rng,
+            ),
             NoiseKind::Clean => vec![0.0; x.len()],
         };
         augment::add_at_snr(&mut x, &noise, snr)?;
@@ -639,18 +725,46 @@ fn make_utterance(ctx: &Ctx, split: Split, index: u32, sentence: &Sentence) -> R
     Ok((rec, false))
 }
 
+/// Whether a record's parameters are this run's (floats compared to 1e-9: they went through
+/// JSON).
+fn same_params(a: &UttParams, b: &UttParams) -> bool {
+    let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * (1.0 + x.abs());
+    let close_opt = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) => close(x, y),
+        (None, None) => true,
+        _ => false,
+    };
+    a.voice == b.voice
+        && a.noise == b.noise
+        && a.babble_talkers == b.babble_talkers
+        && close(a.duration_stretch, b.duration_stretch)
+        && close(a.gain_db, b.gain_db)
+        && close_opt(a.f0_mean, b.f0_mean)
+        && close_opt(a.snr_db, b.snr_db)
+        && close_opt(a.rt60_s, b.rt60_s)
+        && close_opt(a.drr_db, b.drr_db)
+}
+
 /// Writes a 16-bit mono WAV atomically.
 fn write_wav(path: &Path, samples: &[i16], sample_rate: u32) -> Result<()> {
-    let spec = hound::WavSpec { channels: 1, sample_rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
     let mut cursor = std::io::Cursor::new(Vec::with_capacity(44 + 2 * samples.len()));
     {
-        let mut w = hound::WavWriter::new(&mut cursor, spec).map_err(|e| Error::format(path, e.to_string()))?;
+        let mut w = hound::WavWriter::new(&mut cursor, spec)
+            .map_err(|e| Error::format(path, e.to_string()))?;
         let mut w16 = w.get_i16_writer(samples.len() as u32);
         for &s in samples {
             w16.write_sample(s);
         }
-        w16.flush().map_err(|e| Error::format(path, e.to_string()))?;
-        w.finalize().map_err(|e| Error::format(path, e.to_string()))?;
+        w16.flush()
+            .map_err(|e| Error::format(path, e.to_string()))?;
+        w.finalize()
+            .map_err(|e| Error::format(path, e.to_string()))?;
     }
     let bytes = cursor.into_inner();
     write_atomic(path, |f| f.write_all(&bytes))
@@ -658,11 +772,15 @@ fn write_wav(path: &Path, samples: &[i16], sample_rate: u32) -> Result<()> {
 
 /// Writes a split's data directory, `phones.ctm` and `utt2synth.tsv` from its records.
 fn write_split(dir: &Path, records: &[UttRecord], sample_rate: u32) -> Result<()> {
-    let mut data = DataDir { text: Some(BTreeMap::new()), ..Default::default() };
+    let mut data = DataDir {
+        text: Some(BTreeMap::new()),
+        ..Default::default()
+    };
     let mut ctm = BTreeMap::new();
     for r in records {
         let wav = dir.join("wav").join(format!("{}.wav", r.utt));
-        data.wav_scp.insert(r.utt.clone(), wav.to_string_lossy().into_owned());
+        data.wav_scp
+            .insert(r.utt.clone(), wav.to_string_lossy().into_owned());
         data.utt2spk.insert(r.utt.clone(), r.speaker.clone());
         if let Some(text) = data.text.as_mut() {
             text.insert(r.utt.clone(), r.text.clone());
@@ -675,7 +793,10 @@ fn write_split(dir: &Path, records: &[UttRecord], sample_rate: u32) -> Result<()
     sorted.sort_by(|a, b| a.utt.cmp(&b.utt));
     write_atomic(dir.join("utt2synth.tsv"), |w| {
         writeln!(w, "utt\tspeaker\tvoice\tkind\tseconds\tduration_stretch\tf0_mean\tgain_db\tpeak_scale\tnoise\tsnr_db\tbabble_talkers\trt60_s\tdrr_db")?;
-        let opt = |v: Option<f64>, d: usize| v.map(|x| format!("{x:.d$}")).unwrap_or_else(|| "-".to_string());
+        let opt = |v: Option<f64>, d: usize| {
+            v.map(|x| format!("{x:.d$}"))
+                .unwrap_or_else(|| "-".to_string())
+        };
         for r in sorted {
             let p = &r.params;
             writeln!(
@@ -692,11 +813,47 @@ fn write_split(dir: &Path, records: &[UttRecord], sample_rate: u32) -> Result<()
                 r.peak_scale,
                 p.noise.name(),
                 opt(p.snr_db, 1),
-                p.babble_talkers.map(|t| t.to_string()).unwrap_or_else(|| "-".to_string()),
+                p.babble_talkers
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "-".to_string()),
                 opt(p.rt60_s, 2),
                 opt(p.drr_db, 1),
             )?;
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporaries_are_recognised_narrowly() {
+        for n in [
+            "a.wav.tmp.123",
+            "synth_config.json.tmp.9",
+            "babble-03.flite.tmp.77.wav",
+        ] {
+            assert!(is_temporary_name(n), "{n}");
+        }
+        for n in [
+            "a.wav",
+            "notes.tmp.txt",
+            "x.tmp.",
+            "x.flite.tmp.abc.wav",
+            ".tmp.12",
+        ] {
+            assert!(!is_temporary_name(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn speakers_are_voice_and_pitch_third() {
+        let slt = Voice::by_name("slt").unwrap();
+        assert_eq!(speaker_id(slt, Some(151.0)), "slt-lo");
+        assert_eq!(speaker_id(slt, Some(185.0)), "slt-mid");
+        assert_eq!(speaker_id(slt, Some(220.0)), "slt-hi");
+        assert_eq!(speaker_id(Voice::by_name("rms").unwrap(), None), "rms");
+    }
 }

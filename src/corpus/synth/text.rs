@@ -41,11 +41,17 @@ impl WordList {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut kept: Vec<String> =
-            words.into_iter().map(|w| w.as_ref().to_string()).filter(|w| is_plain_word(w)).collect();
+        let mut kept: Vec<String> = words
+            .into_iter()
+            .map(|w| w.as_ref().to_string())
+            .filter(|w| is_plain_word(w))
+            .collect();
         kept.sort();
         kept.dedup();
-        WordList { words: kept, source: source.into() }
+        WordList {
+            words: kept,
+            source: source.into(),
+        }
     }
 
     /// Reads a word list: one entry per line, the word being the first token (so the CMU
@@ -64,7 +70,10 @@ impl WordList {
         if list.words.len() < MIN_WORDS {
             return Err(Error::format(
                 path,
-                format!("only {} plain lowercase words (need at least {MIN_WORDS})", list.words.len()),
+                format!(
+                    "only {} plain lowercase words (need at least {MIN_WORDS})",
+                    list.words.len()
+                ),
             ));
         }
         Ok(list)
@@ -97,11 +106,12 @@ impl WordList {
 /// Legal English word onsets (consonant letters before the first vowel). flite spells out a
 /// word it finds unpronounceable letter by letter ("nth" -> "n t h", "mcknight" -> "m c k ..."),
 /// which would make the transcript wrong; these words are dropped.
+#[rustfmt::skip]
 const ONSETS: &[&str] = &[
-    "", "b", "bl", "br", "c", "ch", "chr", "cl", "cr", "d", "dr", "dw", "f", "fl", "fr", "g", "gl", "gr", "h",
-    "j", "k", "kl", "kn", "kr", "l", "m", "n", "p", "ph", "pl", "pr", "q", "r", "rh", "s", "sc", "sch",
-    "scr", "sh", "shr", "sk", "sl", "sm", "sn", "sp", "spl", "spr", "sq", "st", "str", "sw", "t", "th", "thr",
-    "tr", "tw", "v", "w", "wh", "wr", "y", "z",
+    "", "b", "bl", "br", "c", "ch", "chr", "cl", "cr", "d", "dr", "dw", "f", "fl", "fr", "g", "gl", "gr", "h", "j",
+    "k", "kl", "kn", "kr", "l", "m", "n", "p", "ph", "pl", "pr", "q", "r", "rh", "s", "sc", "sch", "scr", "sh",
+    "shr", "sk", "sl", "sm", "sn", "sp", "spl", "spr", "sq", "st", "str", "sw", "t", "th", "thr", "tr", "tw", "v",
+    "w", "wh", "wr", "y", "z",
 ];
 
 /// Whether `w` is a word the generator may use: 3 to 14 ASCII lowercase letters, a legal onset,
@@ -193,11 +203,16 @@ impl Sentence {
     }
 }
 
+#[rustfmt::skip]
 const ONES: [&str; 20] = [
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
     "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
 ];
-const TENS: [&str; 10] = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"];
+#[rustfmt::skip]
+const TENS: [&str; 10] = [
+    "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+];
+#[rustfmt::skip]
 const ORDINAL_ONES: [&str; 20] = [
     "zeroth", "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth",
     "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth", "seventeenth", "eighteenth",
@@ -256,6 +271,7 @@ pub fn spell_ordinal(n: u32) -> String {
     }
 }
 
+#[rustfmt::skip]
 const FIRST_NAMES: &[&str] = &[
     "james", "mary", "robert", "patricia", "john", "jennifer", "michael", "linda", "david", "elizabeth", "william",
     "barbara", "richard", "susan", "joseph", "jessica", "thomas", "sarah", "charles", "karen", "daniel", "nancy",
@@ -271,79 +287,94 @@ const FIRST_NAMES: &[&str] = &[
     "evelyn", "ethan", "olivia", "carl", "judith", "keith", "megan", "roger", "cheryl", "gerald", "martha",
     "christian", "andrea", "terry", "frances", "sean", "hannah", "arthur", "jacqueline", "austin", "ann", "noah",
     "gloria", "lawrence", "jean", "jesse", "kathryn", "joe", "alice", "bryan", "teresa", "billy", "sara", "jordan",
-    "janice", "albert", "doris", "dylan", "madison", "bruce", "julia", "willie", "grace", "gabriel", "judy",
-    "alan", "abigail", "juan", "marie", "logan", "denise", "wayne", "beverly", "ralph", "amber", "roy", "theresa",
-    "eugene", "marilyn", "randy", "danielle", "vincent", "diana", "russell", "brittany", "louis", "natalie",
-    "philip", "sophia", "bobby", "rose", "johnny", "isabella", "bradley", "alexis", "mom", "dad", "grandma",
-    "grandpa",
+    "janice", "albert", "doris", "dylan", "madison", "bruce", "julia", "willie", "grace", "gabriel", "judy", "alan",
+    "abigail", "juan", "marie", "logan", "denise", "wayne", "beverly", "ralph", "amber", "roy", "theresa", "eugene",
+    "marilyn", "randy", "danielle", "vincent", "diana", "russell", "brittany", "louis", "natalie", "philip",
+    "sophia", "bobby", "rose", "johnny", "isabella", "bradley", "alexis", "mom", "dad", "grandma", "grandpa",
 ];
+#[rustfmt::skip]
 const SURNAMES: &[&str] = &[
     "smith", "johnson", "williams", "brown", "jones", "garcia", "miller", "davis", "rodriguez", "martinez",
-    "hernandez", "lopez", "gonzalez", "wilson", "anderson", "thomas", "taylor", "moore", "jackson", "martin",
-    "lee", "perez", "thompson", "white", "harris", "sanchez", "clark", "ramirez", "lewis", "robinson", "walker",
-    "young", "allen", "king", "wright", "scott", "torres", "nguyen", "hill", "flores", "green", "adams",
-    "nelson", "baker", "hall", "rivera", "campbell", "mitchell", "carter", "roberts", "gomez", "phillips",
-    "evans", "turner", "diaz", "parker", "cruz", "edwards", "collins", "reyes", "stewart", "morris", "morales",
-    "murphy", "cook", "rogers", "gutierrez", "ortiz", "morgan", "cooper", "peterson", "bailey", "reed", "kelly",
-    "howard", "ramos", "kim", "cox", "ward", "richardson", "watson", "brooks", "chavez", "wood", "james",
-    "bennett", "gray", "mendoza", "ruiz", "hughes", "price", "alvarez", "castillo", "sanders", "patel", "myers",
-    "long", "ross", "foster", "jimenez",
+    "hernandez", "lopez", "gonzalez", "wilson", "anderson", "thomas", "taylor", "moore", "jackson", "martin", "lee",
+    "perez", "thompson", "white", "harris", "sanchez", "clark", "ramirez", "lewis", "robinson", "walker", "young",
+    "allen", "king", "wright", "scott", "torres", "nguyen", "hill", "flores", "green", "adams", "nelson", "baker",
+    "hall", "rivera", "campbell", "mitchell", "carter", "roberts", "gomez", "phillips", "evans", "turner", "diaz",
+    "parker", "cruz", "edwards", "collins", "reyes", "stewart", "morris", "morales", "murphy", "cook", "rogers",
+    "gutierrez", "ortiz", "morgan", "cooper", "peterson", "bailey", "reed", "kelly", "howard", "ramos", "kim",
+    "cox", "ward", "richardson", "watson", "brooks", "chavez", "wood", "james", "bennett", "gray", "mendoza",
+    "ruiz", "hughes", "price", "alvarez", "castillo", "sanders", "patel", "myers", "long", "ross", "foster",
+    "jimenez",
 ];
+#[rustfmt::skip]
 const CITIES: &[&str] = &[
     "london", "paris", "new york", "boston", "chicago", "seattle", "denver", "atlanta", "dallas", "houston",
     "phoenix", "miami", "toronto", "vancouver", "montreal", "berlin", "madrid", "rome", "vienna", "prague",
     "dublin", "edinburgh", "glasgow", "manchester", "amsterdam", "brussels", "lisbon", "athens", "stockholm",
     "oslo", "helsinki", "copenhagen", "warsaw", "budapest", "tokyo", "osaka", "seoul", "beijing", "shanghai",
-    "singapore", "sydney", "melbourne", "auckland", "cairo", "nairobi", "lagos", "johannesburg", "mumbai",
-    "delhi", "bangkok", "jakarta", "manila", "mexico city", "lima", "santiago", "buenos aires", "san francisco",
+    "singapore", "sydney", "melbourne", "auckland", "cairo", "nairobi", "lagos", "johannesburg", "mumbai", "delhi",
+    "bangkok", "jakarta", "manila", "mexico city", "lima", "santiago", "buenos aires", "san francisco",
     "los angeles", "san diego", "portland", "austin", "nashville", "detroit", "pittsburgh", "philadelphia",
     "baltimore", "washington", "orlando", "las vegas", "salt lake city", "minneapolis", "saint louis",
     "kansas city", "new orleans", "honolulu", "anchorage", "oxford", "cambridge", "bristol", "leeds",
 ];
+#[rustfmt::skip]
 const ROOMS: &[&str] = &[
     "kitchen", "living room", "bedroom", "bathroom", "dining room", "hallway", "office", "garage", "basement",
-    "porch", "nursery", "guest room", "study", "attic", "patio", "garden", "laundry room", "upstairs",
-    "downstairs", "front door",
+    "porch", "nursery", "guest room", "study", "attic", "patio", "garden", "laundry room", "upstairs", "downstairs",
+    "front door",
 ];
+#[rustfmt::skip]
 const DEVICES: &[&str] = &[
     "lights", "lamp", "fan", "heater", "television", "radio", "speaker", "air conditioner", "coffee maker",
     "dishwasher", "washing machine", "oven", "kettle", "porch light", "ceiling light", "desk lamp", "sprinklers",
     "blinds", "curtains", "fireplace",
 ];
+#[rustfmt::skip]
 const COLOURS: &[&str] = &[
     "red", "blue", "green", "yellow", "orange", "purple", "pink", "white", "warm white", "cool white", "teal",
     "violet", "amber", "gold",
 ];
+#[rustfmt::skip]
 const GENRES: &[&str] = &[
     "jazz", "classical", "rock", "blues", "country", "folk", "hip hop", "reggae", "soul", "funk", "disco", "pop",
     "techno", "ambient", "gospel", "opera", "metal", "punk", "salsa", "bluegrass",
 ];
+#[rustfmt::skip]
 const MUSIC_THINGS: &[&str] = &[
     "songs", "music", "hits", "playlist", "radio", "album", "tunes", "classics", "love songs", "workout mix",
 ];
+#[rustfmt::skip]
 const MOODS: &[&str] = &[
     "relaxing", "upbeat", "quiet", "happy", "sad", "calm", "energetic", "romantic", "peaceful", "cheerful",
 ];
+#[rustfmt::skip]
 const TIMER_LABELS: &[&str] = &[
     "pasta", "rice", "egg", "pizza", "laundry", "tea", "coffee", "bread", "cookie", "oven", "workout", "study",
     "nap", "parking", "meeting", "cake", "soup", "chicken", "potato", "homework",
 ];
-const DAYS: &[&str] = &["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
+#[rustfmt::skip]
+const DAYS: &[&str] = &[
+    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+];
+#[rustfmt::skip]
 const MONTHS: &[&str] = &[
     "january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november",
     "december",
 ];
+#[rustfmt::skip]
 const WHEN: &[&str] = &[
     "today", "tomorrow", "tonight", "this morning", "this afternoon", "this evening", "this weekend", "next week",
     "tomorrow morning", "tomorrow night", "on monday", "on tuesday", "on wednesday", "on thursday", "on friday",
     "on saturday", "on sunday",
 ];
+#[rustfmt::skip]
 const TASKS: &[&str] = &[
-    "buy milk", "call the dentist", "water the plants", "take out the trash", "pick up the kids",
-    "feed the cat", "walk the dog", "pay the rent", "book a table", "check the mail", "charge my phone",
-    "take my medicine", "send the report", "lock the door", "buy flowers", "renew my passport", "clean the oven",
-    "wash the car", "return the library books", "order more coffee",
+    "buy milk", "call the dentist", "water the plants", "take out the trash", "pick up the kids", "feed the cat",
+    "walk the dog", "pay the rent", "book a table", "check the mail", "charge my phone", "take my medicine",
+    "send the report", "lock the door", "buy flowers", "renew my passport", "clean the oven", "wash the car",
+    "return the library books", "order more coffee",
 ];
+#[rustfmt::skip]
 const ITEMS: &[&str] = &[
     "eggs", "bread", "butter", "apples", "bananas", "cheese", "yogurt", "rice", "pasta", "tomatoes", "onions",
     "garlic", "chicken", "olive oil", "orange juice", "cereal", "coffee beans", "paper towels", "dish soap",
@@ -363,16 +394,18 @@ const UNITS: &[(&str, &str)] = &[
     ("days", "year"),
     ("pints", "gallon"),
 ];
+#[rustfmt::skip]
 const MESSAGES: &[&str] = &[
-    "i am running late", "see you soon", "call me back", "i am on my way", "dinner is ready",
-    "happy birthday", "where are you", "thank you so much", "i will be there in ten minutes",
-    "can we talk later", "good night", "the meeting moved to three",
+    "i am running late", "see you soon", "call me back", "i am on my way", "dinner is ready", "happy birthday",
+    "where are you", "thank you so much", "i will be there in ten minutes", "can we talk later", "good night",
+    "the meeting moved to three",
 ];
 const OPERATIONS: &[&str] = &["plus", "minus", "times", "divided by"];
+#[rustfmt::skip]
 const FUNCTION_WORDS: &[&str] = &[
-    "the", "a", "of", "and", "to", "in", "is", "that", "for", "it", "with", "as", "was", "on", "by", "at",
-    "from", "this", "or", "an", "but", "not", "are", "were", "his", "her", "their", "some", "every", "no",
-    "very", "then", "after", "before", "under", "over", "near", "into", "about", "without",
+    "the", "a", "of", "and", "to", "in", "is", "that", "for", "it", "with", "as", "was", "on", "by", "at", "from",
+    "this", "or", "an", "but", "not", "are", "were", "his", "her", "their", "some", "every", "no", "very", "then",
+    "after", "before", "under", "over", "near", "into", "about", "without",
 ];
 
 /// Seeded sentence source; see the module documentation. The generator itself holds no
@@ -386,9 +419,14 @@ impl SentenceGenerator {
     /// A generator drawing word-list sentences from `list`.
     pub fn new(list: &WordList) -> Result<Self> {
         if list.words.is_empty() {
-            return Err(Error::config(format!("word list {} has no usable words", list.source)));
+            return Err(Error::config(format!(
+                "word list {} has no usable words",
+                list.source
+            )));
         }
-        Ok(SentenceGenerator { words: list.words.clone() })
+        Ok(SentenceGenerator {
+            words: list.words.clone(),
+        })
     }
 
     /// One sentence: a command with probability [`COMMAND_FRACTION`], else a word-list sentence.
@@ -404,7 +442,11 @@ impl SentenceGenerator {
     /// Draws sentences until one is not in `seen`, adds it there and returns it (sentences
     /// must be disjoint between splits). Gives up after many draws in a row hit `seen`, which
     /// means the word list is too small for the requested corpus.
-    pub fn unique_sentence<R: Rng + ?Sized>(&self, rng: &mut R, seen: &mut HashSet<String>) -> Result<Sentence> {
+    pub fn unique_sentence<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        seen: &mut HashSet<String>,
+    ) -> Result<Sentence> {
         const MAX_DRAWS: usize = 10_000;
         for _ in 0..MAX_DRAWS {
             let s = self.sentence(rng);
@@ -428,12 +470,18 @@ impl SentenceGenerator {
             }
             out.push(&self.words[rng.gen_range(0..self.words.len())]);
         }
-        Sentence { text: out.join(" "), kind: SentenceKind::WordList, question: false }
+        Sentence {
+            text: out.join(" "),
+            kind: SentenceKind::WordList,
+            question: false,
+        }
     }
 
     /// A voice-assistant command of the given kind (`WordList` gives a word-list sentence).
     pub fn command<R: Rng + ?Sized>(&self, kind: SentenceKind, rng: &mut R) -> Sentence {
-        let pick = |rng: &mut R, list: &[&'static str]| -> &'static str { list[rng.gen_range(0..list.len())] };
+        let pick = |rng: &mut R, list: &[&'static str]| -> &'static str {
+            list[rng.gen_range(0..list.len())]
+        };
         let mut question = false;
         let text = match kind {
             SentenceKind::Timer => {
@@ -463,15 +511,24 @@ impl SentenceGenerator {
             SentenceKind::Lights => {
                 let room = pick(rng, ROOMS);
                 match rng.gen_range(0..6) {
-                    0 => format!("turn {} the {room} lights", if rng.gen_bool(0.5) { "on" } else { "off" }),
-                    1 => format!("dim the {room} lights to {} percent", spell_number(rng.gen_range(1..=100))),
+                    0 => format!(
+                        "turn {} the {room} lights",
+                        if rng.gen_bool(0.5) { "on" } else { "off" }
+                    ),
+                    1 => format!(
+                        "dim the {room} lights to {} percent",
+                        spell_number(rng.gen_range(1..=100))
+                    ),
                     2 => format!("set the {room} lights to {}", pick(rng, COLOURS)),
                     3 => format!(
                         "switch {} the {} in the {room}",
                         if rng.gen_bool(0.5) { "on" } else { "off" },
                         pick(rng, DEVICES)
                     ),
-                    4 => format!("set the thermostat to {} degrees", spell_number(rng.gen_range(55..=85))),
+                    4 => format!(
+                        "set the thermostat to {} degrees",
+                        spell_number(rng.gen_range(55..=85))
+                    ),
                     _ => {
                         question = true;
                         format!("is the {} in the {room} still on", pick(rng, DEVICES))
@@ -490,18 +547,38 @@ impl SentenceGenerator {
                 }
             }
             SentenceKind::Music => match rng.gen_range(0..6) {
-                0 => format!("play some {} {}", pick(rng, GENRES), pick(rng, MUSIC_THINGS)),
+                0 => format!(
+                    "play some {} {}",
+                    pick(rng, GENRES),
+                    pick(rng, MUSIC_THINGS)
+                ),
                 1 => format!("play {} {} music", pick(rng, MOODS), pick(rng, GENRES)),
-                2 => format!("turn the volume {} to {}", if rng.gen_bool(0.5) { "up" } else { "down" }, spell_number(rng.gen_range(1..=10))),
-                3 => format!("skip to the next song"),
+                2 => format!(
+                    "turn the volume {} to {}",
+                    if rng.gen_bool(0.5) { "up" } else { "down" },
+                    spell_number(rng.gen_range(1..=10))
+                ),
+                3 => "skip to the next song".to_string(),
                 4 => format!("play the {} by {}", pick(rng, MUSIC_THINGS), full_name(rng)),
-                _ => format!("shuffle my {} {}", pick(rng, MOODS), pick(rng, MUSIC_THINGS)),
+                _ => format!(
+                    "shuffle my {} {}",
+                    pick(rng, MOODS),
+                    pick(rng, MUSIC_THINGS)
+                ),
             },
             SentenceKind::Call => match rng.gen_range(0..5) {
                 0 => format!("call {}", full_name(rng)),
-                1 => format!("call {} on {} phone", pick(rng, FIRST_NAMES), if rng.gen_bool(0.5) { "her" } else { "his" }),
+                1 => format!(
+                    "call {} on {} phone",
+                    pick(rng, FIRST_NAMES),
+                    if rng.gen_bool(0.5) { "her" } else { "his" }
+                ),
                 2 => format!("dial {}", phone_number(rng)),
-                3 => format!("send a message to {} saying {}", pick(rng, FIRST_NAMES), pick(rng, MESSAGES)),
+                3 => format!(
+                    "send a message to {} saying {}",
+                    pick(rng, FIRST_NAMES),
+                    pick(rng, MESSAGES)
+                ),
                 _ => format!("video call {}", pick(rng, FIRST_NAMES)),
             },
             SentenceKind::Numbers => {
@@ -517,8 +594,15 @@ impl SentenceGenerator {
                         let (a, b) = UNITS[rng.gen_range(0..UNITS.len())];
                         format!("how many {a} are in a {b}")
                     }
-                    2 => format!("convert {} dollars to euros", spell_number(rng.gen_range(1..100_000))),
-                    _ => format!("what is {} percent of {}", spell_number(rng.gen_range(1..100)), spell_number(rng.gen_range(1..10_000))),
+                    2 => format!(
+                        "convert {} dollars to euros",
+                        spell_number(rng.gen_range(1..100_000))
+                    ),
+                    _ => format!(
+                        "what is {} percent of {}",
+                        spell_number(rng.gen_range(1..100)),
+                        spell_number(rng.gen_range(1..10_000))
+                    ),
                 }
             }
             SentenceKind::Date => match rng.gen_range(0..4) {
@@ -527,7 +611,11 @@ impl SentenceGenerator {
                     question = true;
                     format!("what day of the week is {}", date(rng))
                 }
-                2 => format!("schedule a meeting with {} on {}", full_name(rng), date(rng)),
+                2 => format!(
+                    "schedule a meeting with {} on {}",
+                    full_name(rng),
+                    date(rng)
+                ),
                 _ => {
                     question = true;
                     format!("how many days until {}", date(rng))
@@ -539,7 +627,11 @@ impl SentenceGenerator {
                     format!("what time is it in {}", pick(rng, CITIES))
                 }
                 1 => format!("remind me to {} at {}", pick(rng, TASKS), clock_time(rng)),
-                2 => format!("book a table for {} at {}", spell_number(rng.gen_range(2..=8)), clock_time(rng)),
+                2 => format!(
+                    "book a table for {} at {}",
+                    spell_number(rng.gen_range(2..=8)),
+                    clock_time(rng)
+                ),
                 _ => format!("add {} to my shopping list", pick(rng, ITEMS)),
             },
             SentenceKind::Names => match rng.gen_range(0..4) {
@@ -553,7 +645,11 @@ impl SentenceGenerator {
             },
             SentenceKind::WordList => return self.word_sentence(rng),
         };
-        Sentence { text, kind, question }
+        Sentence {
+            text,
+            kind,
+            question,
+        }
     }
 }
 
@@ -564,7 +660,10 @@ fn duration<R: Rng + ?Sized>(rng: &mut R) -> String {
         1 | 2 => format!("{} minutes", spell_number(rng.gen_range(2..=90))),
         3 => "an hour and a half".to_string(),
         4 => format!("{} hours", spell_number(rng.gen_range(2..=12))),
-        _ => format!("one hour and {} minutes", spell_number(rng.gen_range(2..=59))),
+        _ => format!(
+            "one hour and {} minutes",
+            spell_number(rng.gen_range(2..=59))
+        ),
     }
 }
 
@@ -577,12 +676,25 @@ fn clock_time<R: Rng + ?Sized>(rng: &mut R) -> String {
         1 => format!("quarter past {hour}"),
         2 => format!("half past {hour}"),
         3 => format!("quarter to {hour}"),
-        4 => if rng.gen_bool(0.5) { "noon".to_string() } else { "midnight".to_string() },
+        4 => {
+            if rng.gen_bool(0.5) {
+                "noon".to_string()
+            } else {
+                "midnight".to_string()
+            }
+        }
         _ => {
             let m = rng.gen_range(1..60);
-            let minutes = if m < 10 { format!("oh {}", spell_number(m)) } else { spell_number(m) };
+            let minutes = if m < 10 {
+                format!("oh {}", spell_number(m))
+            } else {
+                spell_number(m)
+            };
             // "in the morning" rather than "a m": flite reads a lone "a" as the article.
-            format!("{hour} {minutes} in the {}", ["morning", "afternoon", "evening"][rng.gen_range(0..3)])
+            format!(
+                "{hour} {minutes} in the {}",
+                ["morning", "afternoon", "evening"][rng.gen_range(0..3)]
+            )
         }
     }
 }
@@ -601,7 +713,10 @@ fn date<R: Rng + ?Sized>(rng: &mut R) -> String {
 /// A phone number read digit by digit.
 fn phone_number<R: Rng + ?Sized>(rng: &mut R) -> String {
     let n = if rng.gen_bool(0.5) { 7 } else { 10 };
-    (0..n).map(|_| ONES[rng.gen_range(0..10)]).collect::<Vec<_>>().join(" ")
+    (0..n)
+        .map(|_| ONES[rng.gen_range(0..10)])
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn full_name<R: Rng + ?Sized>(rng: &mut R) -> String {
@@ -617,7 +732,14 @@ fn full_name<R: Rng + ?Sized>(rng: &mut R) -> String {
 fn possessive_free_name<R: Rng + ?Sized>(rng: &mut R) -> String {
     match rng.gen_range(0..3) {
         0 => format!("the {} family", SURNAMES[rng.gen_range(0..SURNAMES.len())]),
-        1 => format!("my {}", ["sister", "brother", "mother", "father", "friend", "cousin", "boss"][rng.gen_range(0..7)]),
-        _ => format!("my friend {}", FIRST_NAMES[rng.gen_range(0..FIRST_NAMES.len())]),
+        1 => format!(
+            "my {}",
+            ["sister", "brother", "mother", "father", "friend", "cousin", "boss"]
+                [rng.gen_range(0..7)]
+        ),
+        _ => format!(
+            "my friend {}",
+            FIRST_NAMES[rng.gen_range(0..FIRST_NAMES.len())]
+        ),
     }
 }
