@@ -4,8 +4,13 @@
 //! have lost audio. Here every packet must start where the previous one ended, the frame count
 //! must equal STREAMINFO's total (when the encoder wrote one), and a whole-file decode must match
 //! STREAMINFO's MD5 of the samples; otherwise the file is refused as truncated or corrupt.
+//!
+//! symphonia allocates the lengths written in a file's metadata (a block's 24-bit length, the
+//! string and picture lengths inside VORBIS_COMMENT and PICTURE blocks, up to 4 GiB each)
+//! before it reads them, so [`check_metadata`] first checks that each fits in the file.
 
 use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use symphonia::core::audio::SampleBuffer;
@@ -21,7 +26,11 @@ use crate::error::{Error, Result};
 
 /// Decodes `path` (already known to start with `fLaC`) to mono at its own rate.
 pub(crate) fn decode(path: &Path, select: ChannelSelect, span: Option<Span>) -> Result<Waveform> {
-    let file = File::open(path).map_err(|e| Error::format(path, format!("cannot open: {e}")))?;
+    let mut file =
+        File::open(path).map_err(|e| Error::format(path, format!("cannot open: {e}")))?;
+    check_metadata(path, &mut file)?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::format(path, format!("cannot seek: {e}")))?;
     let stream = MediaSourceStream::new(Box::new(file), Default::default());
     let mut reader = FlacReader::try_new(stream, &FormatOptions::default())
         .map_err(|e| Error::format(path, format!("corrupt FLAC header: {}", describe(&e))))?;
@@ -158,6 +167,100 @@ pub(crate) fn decode(path: &Path, select: ChannelSelect, span: Option<Span>) -> 
         samples: out,
         sample_rate,
     })
+}
+
+/// Walks the metadata blocks after the `fLaC` marker and refuses a block longer than the rest
+/// of the file, or a VORBIS_COMMENT or PICTURE block whose inner lengths overrun the block. A
+/// block header cut short is left to symphonia, which reports it.
+fn check_metadata(path: &Path, file: &mut File) -> Result<()> {
+    let io = |e: std::io::Error| Error::format(path, format!("cannot read: {e}"));
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut pos = 4u64;
+    file.seek(SeekFrom::Start(pos)).map_err(io)?;
+    loop {
+        let mut head = [0u8; 4];
+        if file.read_exact(&mut head).is_err() {
+            return Ok(());
+        }
+        pos += 4;
+        let (last, kind) = (head[0] & 0x80 != 0, head[0] & 0x7f);
+        let len = u32::from_be_bytes([0, head[1], head[2], head[3]]) as u64;
+        if len > file_len - pos {
+            return Err(Error::format(
+                path,
+                format!(
+                    "truncated or corrupt FLAC metadata: a block of type {kind} at byte {} \
+                     declares {len} bytes, but only {} follow",
+                    pos - 4,
+                    file_len - pos
+                ),
+            ));
+        }
+        if kind == 4 || kind == 6 {
+            // Bounded by the file's size, checked above.
+            let mut block = vec![0u8; len as usize];
+            file.read_exact(&mut block).map_err(io)?;
+            let ok = if kind == 4 {
+                vorbis_comment_fits(&block)
+            } else {
+                picture_fits(&block)
+            };
+            if !ok {
+                let what = if kind == 4 { "VORBIS_COMMENT" } else { "PICTURE" };
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "corrupt FLAC metadata: a length inside the {what} block at byte {} \
+                         runs past its end ({len} bytes)",
+                        pos - 4
+                    ),
+                ));
+            }
+        } else {
+            file.seek(SeekFrom::Current(len as i64)).map_err(io)?;
+        }
+        pos += len;
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads a 32-bit length at `*at` of `block` (little- or big-endian) and steps past it and the
+/// bytes it counts; `None` when either runs past the end.
+fn skip_counted(block: &[u8], at: &mut usize, big_endian: bool) -> Option<()> {
+    let b: [u8; 4] = block.get(*at..*at + 4)?.try_into().ok()?;
+    let n = if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) } as usize;
+    *at = at.checked_add(4 + n).filter(|&end| end <= block.len())?;
+    Some(())
+}
+
+/// A VORBIS_COMMENT block: vendor string, comment count, counted comments (little-endian).
+fn vorbis_comment_fits(block: &[u8]) -> bool {
+    let mut at = 0;
+    let mut fits = || -> Option<()> {
+        skip_counted(block, &mut at, false)?;
+        let b: [u8; 4] = block.get(at..at + 4)?.try_into().ok()?;
+        at += 4;
+        for _ in 0..u32::from_le_bytes(b) {
+            skip_counted(block, &mut at, false)?;
+        }
+        Some(())
+    };
+    fits().is_some()
+}
+
+/// A PICTURE block: type, counted MIME type, counted description, four 32-bit fields,
+/// counted picture data (big-endian).
+fn picture_fits(block: &[u8]) -> bool {
+    let mut at = 4;
+    let mut fits = || -> Option<()> {
+        skip_counted(block, &mut at, true)?;
+        skip_counted(block, &mut at, true)?;
+        at += 16;
+        skip_counted(block, &mut at, true)
+    };
+    fits().is_some()
 }
 
 /// symphonia's error, without its generic prefixes.

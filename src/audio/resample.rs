@@ -14,13 +14,25 @@ use crate::error::{Error, Result};
 /// to an even number of `from_hz / gcd(from_hz, to_hz)`.
 pub const BLOCK_FRAMES: usize = 1024;
 
+/// The most a resampling may lengthen a signal. No speech recording needs more (8 kHz to
+/// 48 kHz is 6), and the rate of a corrupt header asks for any factor: from 1 Hz to 16 kHz,
+/// every sample would become 16000 and a 1 MB file 64 GB.
+pub const MAX_UPSAMPLE_FACTOR: u32 = 16;
+
+/// The largest `from_hz / gcd(from_hz, to_hz)` handled: rubato's blocks are a multiple of it
+/// (441 for 44.1 kHz to 16 kHz); a prime rate such as 4294967291 Hz from a corrupt header
+/// would ask for blocks of billions of samples.
+pub const MAX_RATE_UNIT: usize = 1 << 16;
+
 /// The number of output samples for `n` input samples: `ceil(n * to_hz / from_hz)`.
 pub fn resampled_len(n: usize, from_hz: u32, to_hz: u32) -> usize {
     ((n as u128 * to_hz as u128).div_ceil(from_hz.max(1) as u128)) as usize
 }
 
 /// Resamples mono `samples` (`[n]` at `from_hz`) to `to_hz`; the result has
-/// [`resampled_len`]`(n, from_hz, to_hz)` samples. Equal rates return a copy.
+/// [`resampled_len`]`(n, from_hz, to_hz)` samples. Equal rates return a copy. Rates more than
+/// [`MAX_UPSAMPLE_FACTOR`] apart upwards, or whose ratio needs blocks longer than
+/// [`MAX_RATE_UNIT`] samples, are refused.
 pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>> {
     if from_hz == 0 || to_hz == 0 {
         return Err(Error::config(format!(
@@ -39,6 +51,13 @@ pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>> {
     // (a phase error of pi * f / rate, 0.07 rad at 1 kHz from 44.1 kHz).
     let (from, to) = (from_hz as usize, to_hz as usize);
     let unit_in = from / gcd(from, to);
+    if to_hz as u64 > MAX_UPSAMPLE_FACTOR as u64 * from_hz as u64 || unit_in > MAX_RATE_UNIT {
+        return Err(Error::config(format!(
+            "cannot resample from {from_hz} Hz to {to_hz} Hz: an implausible sample rate \
+             (more than {MAX_UPSAMPLE_FACTOR} times up, or no common factor of the rates \
+             up to {MAX_RATE_UNIT}); the header is probably corrupt"
+        )));
+    }
     let units = BLOCK_FRAMES.div_ceil(unit_in).next_multiple_of(2);
     let mut resampler =
         FftFixedInOut::<f32>::new(from, to, units * unit_in, 1).map_err(|e| fail(&e))?;
