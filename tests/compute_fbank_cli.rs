@@ -37,7 +37,12 @@ fn stdout(o: &Output) -> String {
 
 /// Asserts a zero exit status, showing stderr otherwise.
 fn assert_ok(o: &Output) {
-    assert!(o.status.success(), "exit {:?}\nstderr:\n{}", o.status, stderr(o));
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstderr:\n{}",
+        o.status,
+        stderr(o)
+    );
 }
 
 /// Asserts exit status 1 (a failed run, not a usage error).
@@ -47,11 +52,15 @@ fn assert_failed(o: &Output) {
 
 /// A deterministic speech-like test signal in [-0.5, 0.5]: two tones, a chirp and noise.
 fn signal(n: usize, rate: u32, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|i| {
             let t = i as f64 / rate as f64;
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let noise = ((state >> 33) as f64 / (1u64 << 31) as f64) - 0.5;
             let f0 = 120.0 + 40.0 * seed as f64;
             let v = 0.2 * (2.0 * std::f64::consts::PI * f0 * t).sin()
@@ -127,7 +136,12 @@ impl DataDirSpec {
     fn new(root: &Path, name: &str) -> Self {
         let dir = root.join(name);
         std::fs::create_dir_all(dir.join("wav")).unwrap();
-        DataDirSpec { dir, wav_scp: BTreeMap::new(), utt2spk: BTreeMap::new(), segments: None }
+        DataDirSpec {
+            dir,
+            wav_scp: BTreeMap::new(),
+            utt2spk: BTreeMap::new(),
+            segments: None,
+        }
     }
 
     /// Path of a (new) audio file for `utt` in the directory's `wav/`.
@@ -137,7 +151,8 @@ impl DataDirSpec {
 
     /// Adds `utt` (speaker = its prefix before '-') reading `path`.
     fn add(&mut self, utt: &str, path: &Path) {
-        self.wav_scp.insert(utt.to_string(), path.display().to_string());
+        self.wav_scp
+            .insert(utt.to_string(), path.display().to_string());
         let spk = utt.split('-').next().unwrap().to_string();
         self.utt2spk.insert(utt.to_string(), spk);
     }
@@ -170,8 +185,11 @@ impl DataDirSpec {
         let spk2utt: BTreeMap<String, String> =
             spk2utt.into_iter().map(|(s, u)| (s, u.join(" "))).collect();
         std::fs::write(self.dir.join("spk2utt"), lines(&spk2utt)).unwrap();
-        let text: BTreeMap<String, String> =
-            self.utt2spk.keys().map(|u| (u.clone(), format!("words of {u}"))).collect();
+        let text: BTreeMap<String, String> = self
+            .utt2spk
+            .keys()
+            .map(|u| (u.clone(), format!("words of {u}")))
+            .collect();
         std::fs::write(self.dir.join("text"), lines(&text)).unwrap();
         match &self.segments {
             Some(s) => std::fs::write(self.dir.join("segments"), lines(s)).unwrap(),
@@ -186,7 +204,9 @@ impl DataDirSpec {
 /// Every matrix of `feat_dir/feats.scp`, by key.
 fn read_feats(feat_dir: &Path) -> BTreeMap<String, Matrix> {
     let scp = ScpReader::open(feat_dir.join("feats.scp")).unwrap();
-    (0..scp.len()).map(|i| (scp.key(i).to_string(), scp.read(i).unwrap())).collect()
+    (0..scp.len())
+        .map(|i| (scp.key(i).to_string(), scp.read(i).unwrap()))
+        .collect()
 }
 
 /// A table file as key -> value.
@@ -259,9 +279,17 @@ fn good_run_writes_a_complete_feature_directory() {
     ] {
         assert!(feat.join(f).is_file(), "{f} missing");
     }
-    assert_eq!(std::fs::read_to_string(feat.join("frame_shift")).unwrap().trim(), "0.01");
+    assert_eq!(
+        std::fs::read_to_string(feat.join("frame_shift"))
+            .unwrap()
+            .trim(),
+        "0.01"
+    );
     let conf = std::fs::read_to_string(feat.join("fbank.conf")).unwrap();
-    assert!(conf.contains("--num-mel-bins=23") && conf.contains("--snip-edges=true"), "{conf}");
+    assert!(
+        conf.contains("--num-mel-bins=23") && conf.contains("--snip-edges=true"),
+        "{conf}"
+    );
     let json: FbankOptions =
         serde_json::from_str(&std::fs::read_to_string(feat.join("fbank.json")).unwrap()).unwrap();
     assert_eq!(json, FbankOptions::profile("kaldi").unwrap());
@@ -281,14 +309,20 @@ fn good_run_writes_a_complete_feature_directory() {
     }
     // feats.scp points at absolute archive paths, so the store reads from anywhere.
     for v in table(&feat.join("feats.scp")).values() {
-        assert!(Path::new(v.rsplit_once(':').unwrap().0).is_absolute(), "{v}");
+        assert!(
+            Path::new(v.rsplit_once(':').unwrap().0).is_absolute(),
+            "{v}"
+        );
     }
     assert_eq!(table(&feat.join("utt2spk")), table(&data.join("utt2spk")));
     assert_eq!(table(&feat.join("text")), table(&data.join("text")));
     assert_eq!(table(&feat.join("spk2utt"))["a"], "a-1 a-2");
     // The store opens it and agrees.
     let store = amdistill::features::store::FeatureStore::open(&feat).unwrap();
-    assert_eq!((store.utts().len(), store.dim(), store.frame_shift()), (3, 23, 0.01));
+    assert_eq!(
+        (store.utts().len(), store.dim(), store.frame_shift()),
+        (3, 23, 0.01)
+    );
     assert!(leftover_temporaries(tmp.path()).is_empty());
 }
 
@@ -300,7 +334,10 @@ fn features_equal_the_library_and_copy_feats_prints_them_as_kaldi_text() {
     d.add_wav("u2", 1000, 6);
     let data = d.write();
     let feat = tmp.path().join("feats");
-    assert_ok(&amdistill(tmp.path(), &["compute-fbank", "--dither=0", p(&data), p(&feat)]));
+    assert_ok(&amdistill(
+        tmp.path(),
+        &["compute-fbank", "--dither=0", p(&data), p(&feat)],
+    ));
     let feats = read_feats(&feat);
 
     // The same as the library on the same samples.
@@ -317,7 +354,9 @@ fn features_equal_the_library_and_copy_feats_prints_them_as_kaldi_text() {
     let mut lines = text.lines().peekable();
     let mut printed: BTreeMap<String, Vec<Vec<f32>>> = BTreeMap::new();
     while let Some(head) = lines.next() {
-        let key = head.strip_suffix("  [").unwrap_or_else(|| panic!("bad header line {head:?}"));
+        let key = head
+            .strip_suffix("  [")
+            .unwrap_or_else(|| panic!("bad header line {head:?}"));
         let mut rows = Vec::new();
         loop {
             let line = lines.next().expect("matrix ends with ]");
@@ -326,7 +365,11 @@ fn features_equal_the_library_and_copy_feats_prints_them_as_kaldi_text() {
                 Some(b) => (b, true),
                 None => (line, false),
             };
-            rows.push(body.split_whitespace().map(|v| v.parse::<f32>().unwrap()).collect());
+            rows.push(
+                body.split_whitespace()
+                    .map(|v| v.parse::<f32>().unwrap())
+                    .collect(),
+            );
             if last {
                 break;
             }
@@ -342,24 +385,36 @@ fn features_equal_the_library_and_copy_feats_prints_them_as_kaldi_text() {
             for (c, &v) in row.iter().enumerate() {
                 // %g with 6 significant digits.
                 let want = m.row(r)[c];
-                assert!((v - want).abs() <= 1e-5 * want.abs().max(1.0), "{key} [{r},{c}]");
+                assert!(
+                    (v - want).abs() <= 1e-5 * want.abs().max(1.0),
+                    "{key} [{r},{c}]"
+                );
             }
         }
     }
     // copy-feats to a binary archive and back gives the same bytes as our own archive entries.
     let o = amdistill(
         tmp.path(),
-        &["copy-feats", &format!("scp:{}", p(&feat.join("feats.scp"))), "ark:copy.ark"],
+        &[
+            "copy-feats",
+            &format!("scp:{}", p(&feat.join("feats.scp"))),
+            "ark:copy.ark",
+        ],
     );
     assert_ok(&o);
     let copied = std::fs::read(tmp.path().join("copy.ark")).unwrap();
-    assert_eq!(copied, std::fs::read(feat.join("data/feats.1.ark")).unwrap());
+    assert_eq!(
+        copied,
+        std::fs::read(feat.join("data/feats.1.ark")).unwrap()
+    );
 }
 
 #[test]
 fn frame_counts_follow_kaldis_formula_for_both_snip_edges_settings() {
     let tmp = tempfile::tempdir().unwrap();
-    let lengths = [400usize, 401, 559, 560, 561, 1000, 16000, 16079, 16080, 16081, 16239, 16240];
+    let lengths = [
+        400usize, 401, 559, 560, 561, 1000, 16000, 16079, 16080, 16081, 16239, 16240,
+    ];
     let mut d = DataDirSpec::new(tmp.path(), "data");
     for (i, &n) in lengths.iter().enumerate() {
         d.add_wav(&format!("u{n:05}"), n, i as u64);
@@ -373,7 +428,12 @@ fn frame_counts_follow_kaldis_formula_for_both_snip_edges_settings() {
         let feat = tmp.path().join(format!("feats_{snip}"));
         let o = amdistill(
             tmp.path(),
-            &["compute-fbank", &format!("--snip-edges={snip}"), p(&data), p(&feat)],
+            &[
+                "compute-fbank",
+                &format!("--snip-edges={snip}"),
+                p(&data),
+                p(&feat),
+            ],
         );
         let n2f = table(&feat.join("utt2num_frames"));
         for (utt, path) in &d.wav_scp {
@@ -381,7 +441,11 @@ fn frame_counts_follow_kaldis_formula_for_both_snip_edges_settings() {
             let want = kaldi_frames(n, snip);
             if want == 0 {
                 assert!(!n2f.contains_key(utt), "{utt}");
-                assert!(stderr(&o).contains(&format!("utterance {utt}: ")), "{}", stderr(&o));
+                assert!(
+                    stderr(&o).contains(&format!("utterance {utt}: ")),
+                    "{}",
+                    stderr(&o)
+                );
             } else {
                 assert_eq!(n2f[utt], want.to_string(), "{utt} snip-edges={snip}");
             }
@@ -389,7 +453,11 @@ fn frame_counts_follow_kaldis_formula_for_both_snip_edges_settings() {
         if snip {
             // s00080 .. s00399 are under 400 samples: reported, the rest done.
             assert_failed(&o);
-            assert!(stderr(&o).contains("done 12 of 17 (5 failed)"), "{}", stderr(&o));
+            assert!(
+                stderr(&o).contains("done 12 of 17 (5 failed)"),
+                "{}",
+                stderr(&o)
+            );
         } else {
             assert_ok(&o);
             assert!(stderr(&o).contains("done 17 of 17"), "{}", stderr(&o));
@@ -433,17 +501,32 @@ fn kaldi_named_flags_and_profiles_change_the_output() {
     let f = fbank_with(root, &data, "energy", &["--use-energy=true", "--dither=0"]);
     assert_eq!(f["a-1"].cols, 24);
     // htk-compat puts the energy last: the bins are those of --use-energy without it.
-    let h = fbank_with(root, &data, "htk", &["--use-energy", "--htk-compat=true", "--dither=0"]);
+    let h = fbank_with(
+        root,
+        &data,
+        "htk",
+        &["--use-energy", "--htk-compat=true", "--dither=0"],
+    );
     assert_eq!(h["a-1"].row(5)[23], f["a-1"].row(5)[0]);
     assert_eq!(&h["a-1"].row(5)[..23], &f["a-1"].row(5)[1..]);
 
-    let f = fbank_with(root, &data, "hamming", &["--window-type=hamming", "--dither=0"]);
+    let f = fbank_with(
+        root,
+        &data,
+        "hamming",
+        &["--window-type=hamming", "--dither=0"],
+    );
     assert_eq!((f["a-1"].rows, f["a-1"].cols), (98, 23));
     assert_ne!(f["a-1"], base["a-1"]);
 
     let f = fbank_with(root, &data, "shift20", &["--frame-shift=20", "--dither=0"]);
     assert_eq!(f["a-1"].rows, 1 + (16000 - 400) / 320);
-    assert_eq!(std::fs::read_to_string(root.join("shift20/frame_shift")).unwrap().trim(), "0.02");
+    assert_eq!(
+        std::fs::read_to_string(root.join("shift20/frame_shift"))
+            .unwrap()
+            .trim(),
+        "0.02"
+    );
 
     let f = fbank_with(root, &data, "nosnip", &["--snip-edges=false", "--dither=0"]);
     assert_eq!(f["a-2"].rows, kaldi_frames(12345, false));
@@ -453,18 +536,44 @@ fn kaldi_named_flags_and_profiles_change_the_output() {
     assert_eq!((m["a-1"].rows, m["a-1"].cols), (100, 80));
     assert_eq!(m["a-2"].rows, kaldi_frames(12345, false));
     let conf = std::fs::read_to_string(root.join("modern/fbank.conf")).unwrap();
-    for want in ["--num-mel-bins=80", "--dither=0", "--snip-edges=false", "--high-freq=-400"] {
+    for want in [
+        "--num-mel-bins=80",
+        "--dither=0",
+        "--snip-edges=false",
+        "--high-freq=-400",
+    ] {
         assert!(conf.lines().any(|l| l == want), "{want} not in\n{conf}");
     }
     // No dither: the profile is deterministic whatever the seed.
-    let m2 = fbank_with(root, &data, "modern_seed", &["--profile=modern80", "--dither-seed=9"]);
+    let m2 = fbank_with(
+        root,
+        &data,
+        "modern_seed",
+        &["--profile=modern80", "--dither-seed=9"],
+    );
     assert_eq!(m, m2);
 
     // Bad values are refused before anything is computed, naming the option.
-    let o = amdistill(root, &["compute-fbank", "--num-mel-bins=x", p(&data), p(&root.join("bad"))]);
+    let o = amdistill(
+        root,
+        &[
+            "compute-fbank",
+            "--num-mel-bins=x",
+            p(&data),
+            p(&root.join("bad")),
+        ],
+    );
     assert_failed(&o);
     assert!(stderr(&o).contains("num-mel-bins"), "{}", stderr(&o));
-    let o = amdistill(root, &["compute-fbank", "--profile=nope", p(&data), p(&root.join("bad"))]);
+    let o = amdistill(
+        root,
+        &[
+            "compute-fbank",
+            "--profile=nope",
+            p(&data),
+            p(&root.join("bad")),
+        ],
+    );
     assert_failed(&o);
     assert!(stderr(&o).contains("nope"), "{}", stderr(&o));
     assert!(!root.join("bad/feats.scp").exists());
@@ -485,20 +594,38 @@ fn kaldi_conf_files_work_and_flags_override_them() {
     let c = fbank_with(root, &data, "conf", &[&format!("--config={}", p(&conf))]);
     assert_eq!((c["a-1"].rows, c["a-1"].cols), (100, 40));
     let written = std::fs::read_to_string(root.join("conf/fbank.conf")).unwrap();
-    assert!(written.lines().any(|l| l == "--window-type=hamming"), "{written}");
+    assert!(
+        written.lines().any(|l| l == "--window-type=hamming"),
+        "{written}"
+    );
     // The same options as flags give the same features.
     let f = fbank_with(
         root,
         &data,
         "flags",
-        &["--num-mel-bins=40", "--snip-edges=false", "--dither=0", "--window-type=hamming"],
+        &[
+            "--num-mel-bins=40",
+            "--snip-edges=false",
+            "--dither=0",
+            "--window-type=hamming",
+        ],
     );
     assert_eq!(c, f);
     // A flag overrides the conf file, wherever it is on the command line.
-    let o = fbank_with(root, &data, "override", &["--num-mel-bins=30", "--config", p(&conf)]);
+    let o = fbank_with(
+        root,
+        &data,
+        "override",
+        &["--num-mel-bins=30", "--config", p(&conf)],
+    );
     assert_eq!((o["a-1"].rows, o["a-1"].cols), (100, 30));
     // --config on top of a profile.
-    let pc = fbank_with(root, &data, "profile_conf", &["--profile=modern80", &format!("--config={}", p(&conf))]);
+    let pc = fbank_with(
+        root,
+        &data,
+        "profile_conf",
+        &["--profile=modern80", &format!("--config={}", p(&conf))],
+    );
     assert_eq!(pc["a-1"].cols, 40);
     let json = std::fs::read_to_string(root.join("profile_conf/fbank.json")).unwrap();
     let opts: FbankOptions = serde_json::from_str(&json).unwrap();
@@ -506,17 +633,48 @@ fn kaldi_conf_files_work_and_flags_override_them() {
 
     // An unknown option is an error naming file:line; nothing is written.
     std::fs::write(&conf, "--num-mel-bins=40\n# fine\n--no-such-option=1\n").unwrap();
-    let o = amdistill(root, &["compute-fbank", &format!("--config={}", p(&conf)), p(&data), p(&root.join("bad"))]);
+    let o = amdistill(
+        root,
+        &[
+            "compute-fbank",
+            &format!("--config={}", p(&conf)),
+            p(&data),
+            p(&root.join("bad")),
+        ],
+    );
     assert_failed(&o);
     let e = stderr(&o);
-    assert!(e.contains(&format!("{}:3", p(&conf))) && e.contains("no-such-option"), "{e}");
+    assert!(
+        e.contains(&format!("{}:3", p(&conf))) && e.contains("no-such-option"),
+        "{e}"
+    );
     assert!(!root.join("bad/feats.scp").exists());
     // A bad value too; and a missing conf file.
     std::fs::write(&conf, "--snip-edges=perhaps\n").unwrap();
-    let o = amdistill(root, &["compute-fbank", &format!("--config={}", p(&conf)), p(&data), p(&root.join("bad"))]);
+    let o = amdistill(
+        root,
+        &[
+            "compute-fbank",
+            &format!("--config={}", p(&conf)),
+            p(&data),
+            p(&root.join("bad")),
+        ],
+    );
     assert_failed(&o);
-    assert!(stderr(&o).contains(&format!("{}:1", p(&conf))), "{}", stderr(&o));
-    let o = amdistill(root, &["compute-fbank", "--config=nowhere.conf", p(&data), p(&root.join("bad"))]);
+    assert!(
+        stderr(&o).contains(&format!("{}:1", p(&conf))),
+        "{}",
+        stderr(&o)
+    );
+    let o = amdistill(
+        root,
+        &[
+            "compute-fbank",
+            "--config=nowhere.conf",
+            p(&data),
+            p(&root.join("bad")),
+        ],
+    );
     assert_failed(&o);
     assert!(stderr(&o).contains("nowhere.conf"), "{}", stderr(&o));
 }
@@ -600,7 +758,10 @@ fn every_bad_input_is_reported_by_utterance_and_the_batch_carries_on() {
     assert!(e.contains("11 of 14 utterances failed"), "{e}");
     // The good ones are complete, and the feature directory lists only them.
     let feats = read_feats(&feat);
-    assert_eq!(feats.keys().collect::<Vec<_>>(), ["good-1", "good-2", "good-3"]);
+    assert_eq!(
+        feats.keys().collect::<Vec<_>>(),
+        ["good-1", "good-2", "good-3"]
+    );
     assert_eq!(feats["good-3"].rows, 1);
     assert_eq!(table(&feat.join("utt2spk")).len(), 3);
     assert_eq!(table(&feat.join("wav.scp")).len(), 3);
@@ -618,14 +779,31 @@ fn sample_rate_mismatch_is_refused_without_resampling_and_resampled_with_it() {
     d.add("a-8k", &p8);
     let data = d.write();
 
-    let o = amdistill(tmp.path(), &["compute-fbank", "--resample=false", p(&data), p(&tmp.path().join("f1"))]);
+    let o = amdistill(
+        tmp.path(),
+        &[
+            "compute-fbank",
+            "--resample=false",
+            p(&data),
+            p(&tmp.path().join("f1")),
+        ],
+    );
     assert_failed(&o);
     let e = stderr(&o);
-    let line = e.lines().find(|l| l.contains("utterance a-8k: ")).expect(&e);
-    assert!(line.contains("8000 Hz") && line.contains("16000 Hz"), "{line}");
+    let line = e
+        .lines()
+        .find(|l| l.contains("utterance a-8k: "))
+        .expect(&e);
+    assert!(
+        line.contains("8000 Hz") && line.contains("16000 Hz"),
+        "{line}"
+    );
     assert!(e.contains("done 1 of 2"), "{e}");
 
-    let o = amdistill(tmp.path(), &["compute-fbank", p(&data), p(&tmp.path().join("f2"))]);
+    let o = amdistill(
+        tmp.path(),
+        &["compute-fbank", p(&data), p(&tmp.path().join("f2"))],
+    );
     assert_ok(&o);
     let feats = read_feats(&tmp.path().join("f2"));
     // 1 s at 8 kHz becomes 16000 samples: 98 frames.
@@ -633,10 +811,19 @@ fn sample_rate_mismatch_is_refused_without_resampling_and_resampled_with_it() {
     // --sample-frequency=8000 takes the 8 kHz file as it is (and resamples the other).
     let o = amdistill(
         tmp.path(),
-        &["compute-fbank", "--sample-frequency=8000", "--resample=false", p(&data), p(&tmp.path().join("f3"))],
+        &[
+            "compute-fbank",
+            "--sample-frequency=8000",
+            "--resample=false",
+            p(&data),
+            p(&tmp.path().join("f3")),
+        ],
     );
     assert_failed(&o);
-    assert_eq!(read_feats(&tmp.path().join("f3"))["a-8k"].rows, 1 + (8000 - 200) / 80);
+    assert_eq!(
+        read_feats(&tmp.path().join("f3"))["a-8k"].rows,
+        1 + (8000 - 200) / 80
+    );
 }
 
 #[test]
@@ -659,16 +846,27 @@ fn segments_cut_recordings() {
         // Past the end by more than the 0.5 s tolerance: refused by name.
         ("s-e", "rec1 2.0 4.0"),
     ];
-    d.segments = Some(segs.iter().map(|(u, s)| (u.to_string(), s.to_string())).collect());
+    d.segments = Some(
+        segs.iter()
+            .map(|(u, s)| (u.to_string(), s.to_string()))
+            .collect(),
+    );
     for (u, _) in segs {
         d.utt2spk.insert(u.into(), "s".into());
     }
     let data = d.write();
     let feat = tmp.path().join("feats");
-    let o = amdistill(tmp.path(), &["compute-fbank", "--dither=0", p(&data), p(&feat)]);
+    let o = amdistill(
+        tmp.path(),
+        &["compute-fbank", "--dither=0", p(&data), p(&feat)],
+    );
     assert_failed(&o);
     let e = stderr(&o);
-    assert!(e.lines().any(|l| l.contains("utterance s-e: ") && l.contains("past")), "{e}");
+    assert!(
+        e.lines()
+            .any(|l| l.contains("utterance s-e: ") && l.contains("past")),
+        "{e}"
+    );
     assert!(e.contains("done 4 of 5"), "{e}");
     let feats = read_feats(&feat);
     assert_eq!(feats["s-a"].rows, kaldi_frames(16000, true));
@@ -678,7 +876,10 @@ fn segments_cut_recordings() {
     assert_eq!(feats["s-a"], feats["s-d"]);
     // The feature directory keeps segments and the recordings they use.
     let segs_out = table(&feat.join("segments"));
-    assert_eq!(segs_out.keys().collect::<Vec<_>>(), ["s-a", "s-b", "s-c", "s-d"]);
+    assert_eq!(
+        segs_out.keys().collect::<Vec<_>>(),
+        ["s-a", "s-b", "s-c", "s-d"]
+    );
     assert_eq!(table(&feat.join("wav.scp")).len(), 2);
 }
 
@@ -703,7 +904,16 @@ fn shards_together_equal_an_unsharded_run() {
     let whole = fbank_with(root, &data, "whole", &[]);
     let feat = root.join("sharded");
     for i in 1..=3 {
-        let o = amdistill(root, &["compute-fbank", "--shard", &format!("{i}/3"), p(&data), p(&feat)]);
+        let o = amdistill(
+            root,
+            &[
+                "compute-fbank",
+                "--shard",
+                &format!("{i}/3"),
+                p(&data),
+                p(&feat),
+            ],
+        );
         assert_ok(&o);
         let split = table(&feat.join(format!("split/feats.{i}.scp")));
         assert_eq!(split.len(), if i == 1 { 3 } else { 2 });
@@ -711,7 +921,10 @@ fn shards_together_equal_an_unsharded_run() {
         assert_eq!(feat.join("feats.scp").exists(), i == 3, "after shard {i}");
     }
     assert_eq!(read_feats(&feat), whole);
-    assert_eq!(table(&feat.join("utt2num_frames")), table(&root.join("whole/utt2num_frames")));
+    assert_eq!(
+        table(&feat.join("utt2num_frames")),
+        table(&root.join("whole/utt2num_frames"))
+    );
     assert_eq!(table(&feat.join("utt2spk")).len(), 7);
     assert!(feat.join("fbank.conf").exists() && feat.join("frame_shift").exists());
     assert!(leftover_temporaries(root).is_empty());
@@ -719,12 +932,30 @@ fn shards_together_equal_an_unsharded_run() {
     // Shards finishing in any order give the same result.
     let feat2 = root.join("sharded2");
     for i in [3, 1, 2] {
-        assert_ok(&amdistill(root, &["compute-fbank", "--shard", &format!("{i}/3"), p(&data), p(&feat2)]));
+        assert_ok(&amdistill(
+            root,
+            &[
+                "compute-fbank",
+                "--shard",
+                &format!("{i}/3"),
+                p(&data),
+                p(&feat2),
+            ],
+        ));
     }
     assert_eq!(read_feats(&feat2), whole);
 
     for bad in ["0/3", "4/3", "1/0", "x"] {
-        let o = amdistill(root, &["compute-fbank", "--shard", bad, p(&data), p(&root.join("bad"))]);
+        let o = amdistill(
+            root,
+            &[
+                "compute-fbank",
+                "--shard",
+                bad,
+                p(&data),
+                p(&root.join("bad")),
+            ],
+        );
         assert_failed(&o);
         assert!(stderr(&o).contains("shard"), "{bad}: {}", stderr(&o));
     }
@@ -741,15 +972,34 @@ fn sharded_rerun_with_another_shard_count_does_not_merge_stale_shards() {
     let data = seven_utts(root);
     let feat = root.join("feats");
     for i in 1..=3 {
-        assert_ok(&amdistill(root, &["compute-fbank", "--shard", &format!("{i}/3"), p(&data), p(&feat)]));
+        assert_ok(&amdistill(
+            root,
+            &[
+                "compute-fbank",
+                "--shard",
+                &format!("{i}/3"),
+                p(&data),
+                p(&feat),
+            ],
+        ));
     }
     // Rerun with 2 shards: after shard 1 of 2 only, the run is not complete.
-    assert_ok(&amdistill(root, &["compute-fbank", "--shard", "1/2", p(&data), p(&feat)]));
+    assert_ok(&amdistill(
+        root,
+        &["compute-fbank", "--shard", "1/2", p(&data), p(&feat)],
+    ));
     if feat.join("feats.scp").exists() {
         // If it is merged, it must at least be the whole, correct set.
-        assert_eq!(read_feats(&feat).len(), 7, "feats.scp merged from stale shards");
+        assert_eq!(
+            read_feats(&feat).len(),
+            7,
+            "feats.scp merged from stale shards"
+        );
     }
-    assert_ok(&amdistill(root, &["compute-fbank", "--shard", "2/2", p(&data), p(&feat)]));
+    assert_ok(&amdistill(
+        root,
+        &["compute-fbank", "--shard", "2/2", p(&data), p(&feat)],
+    ));
     assert_eq!(read_feats(&feat).len(), 7);
 }
 
@@ -771,8 +1021,13 @@ fn a_failed_run_leaves_no_feats_scp_and_a_rerun_replaces_the_previous_one() {
     assert_eq!(second.keys().collect::<Vec<_>>(), ["x-1", "x-2"]);
     assert!(second.values().all(|m| m.cols == 40));
     assert_eq!(table(&feat.join("utt2num_frames")).len(), 2);
-    assert_eq!(table(&feat.join("utt2spk")).keys().collect::<Vec<_>>(), ["x-1", "x-2"]);
-    assert!(std::fs::read_to_string(feat.join("fbank.conf")).unwrap().contains("--num-mel-bins=40"));
+    assert_eq!(
+        table(&feat.join("utt2spk")).keys().collect::<Vec<_>>(),
+        ["x-1", "x-2"]
+    );
+    assert!(std::fs::read_to_string(feat.join("fbank.conf"))
+        .unwrap()
+        .contains("--num-mel-bins=40"));
     // The archive holds exactly the two new entries: the scp offsets cover it to the end.
     let ark = std::fs::read(feat.join("data/feats.1.ark")).unwrap();
     let reader = amdistill::features::kaldi_io::ArkReader::from_bytes("ark", ark);
@@ -788,9 +1043,16 @@ fn a_failed_run_leaves_no_feats_scp_and_a_rerun_replaces_the_previous_one() {
     let o = amdistill(root, &["compute-fbank", p(&data3), p(&feat)]);
     assert_failed(&o);
     let e = stderr(&o);
-    assert!(e.contains("no utterance produced features") && e.contains("done 0 of 2"), "{e}");
+    assert!(
+        e.contains("no utterance produced features") && e.contains("done 0 of 2"),
+        "{e}"
+    );
     assert!(!feat.join("feats.scp").exists());
-    assert!(leftover_temporaries(root).is_empty(), "{:?}", leftover_temporaries(root));
+    assert!(
+        leftover_temporaries(root).is_empty(),
+        "{:?}",
+        leftover_temporaries(root)
+    );
     // And into a fresh directory: nothing but empty directories.
     let fresh = root.join("fresh");
     assert_failed(&amdistill(root, &["compute-fbank", p(&data3), p(&fresh)]));
@@ -819,17 +1081,28 @@ fn thread_counts_give_identical_archives_and_dither_seeds_are_reproducible() {
 
     run("seed0", &["compute-fbank", "--dither-seed=0"]);
     run("seed7", &["compute-fbank", "--dither-seed=7"]);
-    run("seed7b", &["--threads", "1", "compute-fbank", "--dither-seed=7"]);
+    run(
+        "seed7b",
+        &["--threads", "1", "compute-fbank", "--dither-seed=7"],
+    );
     // Seed 0 is the default.
     assert_eq!(ark("t1"), ark("seed0"));
     assert_eq!(ark("seed7"), ark("seed7b"));
-    let (a, b) = (read_feats(&root.join("seed0")), read_feats(&root.join("seed7")));
+    let (a, b) = (
+        read_feats(&root.join("seed0")),
+        read_feats(&root.join("seed7")),
+    );
     for (utt, m) in &a {
         assert_eq!((m.rows, m.cols), (b[utt].rows, b[utt].cols));
         assert_ne!(m.data, b[utt].data, "{utt}: dither seed changed nothing");
         // Dither of 1 int16 unit moves log-mel energies a little, not wholesale.
-        let mean_diff: f32 =
-            m.data.iter().zip(&b[utt].data).map(|(x, y)| (x - y).abs()).sum::<f32>() / m.data.len() as f32;
+        let mean_diff: f32 = m
+            .data
+            .iter()
+            .zip(&b[utt].data)
+            .map(|(x, y)| (x - y).abs())
+            .sum::<f32>()
+            / m.data.len() as f32;
         assert!(mean_diff < 0.05, "{utt}: {mean_diff}");
     }
     // Without dither the seed does not matter.
@@ -837,4 +1110,39 @@ fn thread_counts_give_identical_archives_and_dither_seeds_are_reproducible() {
     run("nod7", &["compute-fbank", "--dither=0", "--dither-seed=7"]);
     assert_eq!(ark("nod0"), ark("nod7"));
     assert_ne!(ark("nod0"), ark("seed0"));
+}
+
+/// Bug report for the lead (src/features/options.rs, `FbankOptions::validate`): extreme values
+/// pass validation, then `Fbank::new` overflows (`--sample-frequency=1e30`: panic "attempt to
+/// add with overflow") or asks for tens of GB (`--frame-length=1e9`: "memory allocation of
+/// 34359738360 bytes failed", SIGABRT), and a NaN Blackman constant silently gives every
+/// feature the log floor.
+#[test]
+#[ignore = "lead's bug in src/features/options.rs: extreme values pass validate() and panic or abort"]
+fn extreme_option_values_are_refused_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = two_utts(tmp.path());
+    for (args, names) in [
+        (&["--sample-frequency=1e30"][..], "sample-frequency"),
+        (&["--sample-frequency=1e12"], "sample-frequency"),
+        (&["--sample-frequency=inf"], "sample-frequency"),
+        (&["--frame-length=1e9"], "frame-length"),
+        (
+            &["--window-type=blackman", "--blackman-coeff=nan"],
+            "blackman-coeff",
+        ),
+    ] {
+        let mut a = vec!["compute-fbank"];
+        a.extend_from_slice(args);
+        let out = tmp.path().join("out");
+        a.push(p(&data));
+        a.push(p(&out));
+        let o = amdistill(tmp.path(), &a);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {e}");
+        assert!(
+            e.contains(names) && !e.contains("panicked"),
+            "{args:?}: {e}"
+        );
+    }
 }

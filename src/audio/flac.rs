@@ -206,7 +206,11 @@ fn check_metadata(path: &Path, file: &mut File) -> Result<()> {
                 picture_fits(&block)
             };
             if !ok {
-                let what = if kind == 4 { "VORBIS_COMMENT" } else { "PICTURE" };
+                let what = if kind == 4 {
+                    "VORBIS_COMMENT"
+                } else {
+                    "PICTURE"
+                };
                 return Err(Error::format(
                     path,
                     format!(
@@ -230,7 +234,11 @@ fn check_metadata(path: &Path, file: &mut File) -> Result<()> {
 /// bytes it counts; `None` when either runs past the end.
 fn skip_counted(block: &[u8], at: &mut usize, big_endian: bool) -> Option<()> {
     let b: [u8; 4] = block.get(*at..*at + 4)?.try_into().ok()?;
-    let n = if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) } as usize;
+    let n = if big_endian {
+        u32::from_be_bytes(b)
+    } else {
+        u32::from_le_bytes(b)
+    } as usize;
     *at = at.checked_add(4 + n).filter(|&end| end <= block.len())?;
     Some(())
 }

@@ -11,8 +11,10 @@
 //! `feats.scp` that points at missing or partial data.
 //!
 //! With `--shard I/N` (I in 1..=N, like Kaldi's JOB) only every N-th utterance starting at the
-//! I-th is computed, into `split/feats.I.scp`; the shard that completes the set merges all of
-//! them into `feats.scp`.
+//! I-th is computed, into `data/feats.I-of-N.ark` and `splitN/feats.I.scp`, with the shard's
+//! configuration in `splitN/fbank.I.json`. The shard that completes the set merges them into
+//! `feats.scp`, and only when every shard of that N was computed with the same options from the
+//! same data directory, so stale shards of an earlier run are never mixed in.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -77,7 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let feat_dir = &args.feat_dir;
     let ark_dir = feat_dir.join("data");
-    let split_dir = feat_dir.join("split");
+    let split_dir = feat_dir.join(format!("split{jobs}"));
     std::fs::create_dir_all(&ark_dir).with_context(|| format!("creating {}", ark_dir.display()))?;
     // Absolute ark paths in feats.scp (Kaldi's convention): the store reads from anywhere.
     let ark_dir = ark_dir.canonicalize().with_context(|| format!("resolving {}", ark_dir.display()))?;
@@ -97,20 +99,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         resample: args.resample,
         channel: if args.channel < 0 { ChannelSelect::Downmix } else { ChannelSelect::Channel(args.channel as usize) },
     };
-    let ark_path = ark_dir.join(format!("feats.{job}.ark"));
+    let ark_path = if jobs == 1 { ark_dir.join("feats.1.ark") } else { ark_dir.join(format!("feats.{job}-of-{jobs}.ark")) };
+    let identity = shard_identity(&args.data_dir, &opts)?;
+    let identity_path = split_dir.join(format!("fbank.{job}.json"));
+    if shard.is_some() {
+        remove_if_exists(&identity_path)?;
+    }
     let mut ark = ArkWriter::create(&ark_path)?;
     let mut scp: Vec<(String, String)> = Vec::with_capacity(mine.len());
     let mut frames: Vec<(String, String)> = Vec::with_capacity(mine.len());
     let progress = bar(mine.len() as u64, "compute-fbank");
-    for batch in mine.chunks(BATCH_UTTS) {
-        let results: Vec<Result<Matrix, Error>> = batch
+    let compute = |batch: &[&UttAudio]| -> Vec<Result<Matrix, Error>> {
+        batch
             .par_iter()
             .map(|u| {
                 let r = features_of(u, &fbank, &audio_opts);
                 progress.inc(1);
                 r
             })
-            .collect();
+            .collect()
+    };
+    // Writes one computed batch in order; failures are reported and skipped.
+    let mut write = |batch: &[&UttAudio], results: Vec<Result<Matrix, Error>>| -> anyhow::Result<()> {
         for (u, r) in batch.iter().zip(results) {
             match r {
                 Ok(m) => {
@@ -121,6 +131,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 Err(e) => progress.suspend(|| eprintln!("amdistill: warning: {e}")),
             }
         }
+        Ok(())
+    };
+    // Batch k is written while batch k+1 is computed, so the cores never wait for the disk.
+    let mut pending: Option<(&[&UttAudio], Vec<Result<Matrix, Error>>)> = None;
+    for batch in mine.chunks(BATCH_UTTS) {
+        let (written, results) = rayon::join(
+            || pending.take().map_or(Ok(()), |(b, r)| write(b, r)),
+            || compute(batch),
+        );
+        written?;
+        pending = Some((batch, results));
+    }
+    if let Some((b, r)) = pending.take() {
+        write(b, r)?;
     }
     progress.finish_and_clear();
     let summary = BatchSummary { done: scp.len(), total: mine.len() };
@@ -129,11 +153,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     ark.commit()?;
     write_table(&frames_path, frames.iter().map(|(k, v)| (k, v)))?;
+    if shard.is_some() {
+        write_atomic(&identity_path, |w| w.write_all(identity.as_bytes()))?;
+    }
     write_table(&scp_path, scp.iter().map(|(k, v)| (k, v)))?;
 
     if shard.is_none() {
         finish_feat_dir(&args.data_dir, feat_dir, &data, &opts)?;
-    } else if let Some(merged) = merge_shards_if_complete(feat_dir, jobs)? {
+    } else if let Some(merged) = merge_shards_if_complete(feat_dir, jobs, &identity)? {
         finish_feat_dir(&args.data_dir, feat_dir, &data, &opts)?;
         eprintln!("amdistill: all {jobs} shards complete: {merged} utterances in {}", feat_dir.join("feats.scp").display());
     }
@@ -171,16 +198,32 @@ fn features_of(u: &UttAudio, fbank: &Fbank, audio_opts: &AudioOptions) -> Result
     Ok(feats)
 }
 
-/// When every shard's scp exists, concatenates them (sorted) into feats.scp and
-/// utt2num_frames. Two shards finishing together both write the same content; the rename
-/// makes either result whole. Returns the number of utterances merged.
-fn merge_shards_if_complete(feat_dir: &Path, jobs: usize) -> anyhow::Result<Option<usize>> {
-    let split = feat_dir.join("split");
+/// What must agree between the shards of one run: the options and the data directory.
+fn shard_identity(data_dir: &Path, opts: &amdistill::features::FbankOptions) -> anyhow::Result<String> {
+    let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
+    Ok(serde_json::to_string_pretty(&serde_json::json!({ "data_dir": data_dir, "fbank": opts }))?)
+}
+
+/// When every shard's scp exists and every shard has this run's identity, concatenates them
+/// (sorted) into feats.scp and utt2num_frames. Two shards finishing together both write the
+/// same content; the rename makes either result whole. Returns the number of utterances
+/// merged, or None while shards are missing or stale (the latter with a warning).
+fn merge_shards_if_complete(feat_dir: &Path, jobs: usize, identity: &str) -> anyhow::Result<Option<usize>> {
+    let split = feat_dir.join(format!("split{jobs}"));
     let mut scp = std::collections::BTreeMap::new();
     let mut frames = std::collections::BTreeMap::new();
     for j in 1..=jobs {
         let p = split.join(format!("feats.{j}.scp"));
         if !p.exists() {
+            return Ok(None);
+        }
+        let theirs = std::fs::read_to_string(split.join(format!("fbank.{j}.json"))).unwrap_or_default();
+        if theirs != identity {
+            eprintln!(
+                "amdistill: warning: shard {j}/{jobs} in {} was computed with other options or another data \
+                 directory; rerun it with these options before feats.scp can be written",
+                split.display()
+            );
             return Ok(None);
         }
         scp.extend(read_map(&p)?);

@@ -142,11 +142,22 @@ impl CmvnStats {
             )));
         }
         // Kaldi's threshold; a NaN count fails it too.
-        if self.count.is_nan() || self.count < 1.0 {
+        if self.count.is_nan() || self.count < 1.0 || self.count.is_infinite() {
             return Err(Error::Mismatch(format!(
                 "insufficient statistics for CMVN: count = {}",
                 self.count
             )));
+        }
+        // Statistics read from a corrupt file would turn every feature into NaN or inf.
+        let bad = |d: usize| {
+            Err(Error::Mismatch(format!(
+                "NaN or infinity in CMVN statistics (coefficient {d})"
+            )))
+        };
+        if let Some(d) =
+            (0..dim).find(|&d| !(self.sum[d].is_finite() && self.sum_sq[d].is_finite()))
+        {
+            return bad(d);
         }
         if !norm_vars {
             // Kaldi: offset.AddVec(-1.0 / count, mean_stats) with a float alpha.
@@ -156,6 +167,10 @@ impl CmvnStats {
                 .iter()
                 .map(|&s| (alpha as f64 * s) as f32)
                 .collect();
+            // Finite statistics can still overflow f32.
+            if let Some(d) = offset.iter().position(|o| !o.is_finite()) {
+                return bad(d);
+            }
             for r in 0..feats.rows {
                 for (x, o) in feats.row_mut(r).iter_mut().zip(&offset) {
                     *x += o;
@@ -169,10 +184,8 @@ impl CmvnStats {
             let mean = self.sum[d] / self.count;
             let var = (self.sum_sq[d] / self.count - mean * mean).max(VARIANCE_FLOOR);
             let sc = 1.0 / var.sqrt();
-            if !sc.is_finite() || sc == 0.0 {
-                return Err(Error::Mismatch(format!(
-                    "NaN or infinity in CMVN statistics (coefficient {d})"
-                )));
+            if !sc.is_finite() || sc == 0.0 || !((mean * sc) as f32).is_finite() {
+                return bad(d);
             }
             offset[d] = (-(mean * sc)) as f32;
             scale[d] = sc as f32;

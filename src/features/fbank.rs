@@ -162,8 +162,12 @@ impl Fbank {
 
         if o.frame.dither != 0.0 {
             let mut rng = SplitMix64::new(dither_seed ^ (frame_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            for v in x.iter_mut() {
-                *v += rng.gauss() * o.frame.dither;
+            for pair in x.chunks_mut(2) {
+                let (g0, g1) = rng.gauss_pair();
+                pair[0] += g0 * o.frame.dither;
+                if let Some(v) = pair.get_mut(1) {
+                    *v += g1 * o.frame.dither;
+                }
             }
         }
         if o.frame.remove_dc_offset {
@@ -251,10 +255,13 @@ impl SplitMix64 {
     fn uniform(&mut self) -> f32 {
         ((self.next_u64() >> 40) as f32 + 1.0) / (1u64 << 24) as f32
     }
-    /// Standard normal, Box-Muller as Kaldi's `RandGauss`.
-    fn gauss(&mut self) -> f32 {
+    /// Two independent standard normals from one Box-Muller draw (Kaldi's `RandGauss` keeps
+    /// only the cosine; using the sine too halves the cost of dither).
+    fn gauss_pair(&mut self) -> (f32, f32) {
         let (u1, u2) = (self.uniform(), self.uniform());
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+        let r = (-2.0 * u1.ln()).sqrt();
+        let (sin, cos) = (2.0 * std::f32::consts::PI * u2).sin_cos();
+        (r * cos, r * sin)
     }
 }
 
