@@ -10,7 +10,7 @@
 #         recipes/synth/exp/log/                            logs
 #
 # Usage: recipes/synth/run.sh [--stage N] [--stop-stage N] [--quick] [--hours H] [--num-leaves K]
-#   --quick   a small corpus for CI (minutes)
+#   --quick   a small corpus for CI (about a minute), under data/quick and exp/quick
 # Stages run when stage <= N <= stop-stage and are marked done in exp/.done/, so a rerun skips
 # finished stages; remove exp/.done/stageN to redo one.
 set -euo pipefail
@@ -20,7 +20,7 @@ root="$(cd "$here/../.." && pwd)"
 cd "$here"
 . ../common/utils.sh
 
-stage=0
+stage=1
 stop_stage=100
 quick=false
 hours=2.0
@@ -33,17 +33,18 @@ parse_options "$@"
 data=data
 exp=exp
 if [ "$quick" = true ]; then
+  # A separate corpus, so quick and full runs never mix outputs or .done markers.
   hours=0.15; num_leaves=300; min_occupancy=40
+  data=data/quick; exp=exp/quick
 fi
 amdistill="$root/target/release/amdistill"
 mkdir -p "$exp/log"
 splits="train dev test test_unseen"
 
-install_and_build() {
-  bash "$root/scripts/install_deps.sh"
-  (cd "$root" && cargo build --release --quiet)
-}
-run_stage 0 "install dependencies, build amdistill" install_and_build
+# Always: install what is missing and bring the binary up to date (both no-ops when done).
+bash "$root/scripts/install_deps.sh"
+log "building amdistill (cargo build --release)"
+(cd "$root" && cargo build --release --quiet)
 
 make_corpus() {
   "$amdistill" synth-corpus "$data" --hours "$hours" --seed "$seed" 2>&1 | tee "$exp/log/synth_corpus.log"

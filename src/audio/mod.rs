@@ -190,7 +190,7 @@ fn read(path: &Path, span: Option<Span>, opts: &AudioOptions) -> Result<Waveform
         return Err(Error::format(path, "no samples (the audio is empty)"));
     }
     if native.sample_rate == opts.sample_rate {
-        return Ok(native);
+        return check_finite(path, native);
     }
     if !opts.resample {
         return Err(Error::format(
@@ -205,10 +205,28 @@ fn read(path: &Path, span: Option<Span>, opts: &AudioOptions) -> Result<Waveform
     }
     let samples = resample(&native.samples, native.sample_rate, opts.sample_rate)
         .map_err(|e| Error::format(path, e.to_string()))?;
-    Ok(Waveform {
-        samples,
-        sample_rate: opts.sample_rate,
-    })
+    check_finite(
+        path,
+        Waveform {
+            samples,
+            sample_rate: opts.sample_rate,
+        },
+    )
+}
+
+/// Refuses a waveform with an infinite sample: float samples are finite when read, but huge
+/// ones (a corrupt float WAV) overflow when channels are mixed or the audio is resampled.
+fn check_finite(path: &Path, wave: Waveform) -> Result<Waveform> {
+    match wave.samples.iter().position(|v| !v.is_finite()) {
+        None => Ok(wave),
+        Some(i) => Err(Error::format(
+            path,
+            format!(
+                "float samples too large: sample {i} overflows to infinity once channels are \
+                 mixed or the audio is resampled"
+            ),
+        )),
+    }
 }
 
 /// A time span asked of a recording, in seconds; `end_s < 0` means to the end.

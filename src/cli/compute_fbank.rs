@@ -64,6 +64,9 @@ fn parse_shard(s: &str) -> anyhow::Result<(usize, usize)> {
     Ok((i, n))
 }
 
+/// Features (or the reason for failing) of each utterance of a batch, in order.
+type BatchResults = Vec<Result<Matrix, Error>>;
+
 /// Utterances computed per parallel batch: bounds memory to a batch of feature matrices.
 const BATCH_UTTS: usize = 256;
 
@@ -109,7 +112,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut scp: Vec<(String, String)> = Vec::with_capacity(mine.len());
     let mut frames: Vec<(String, String)> = Vec::with_capacity(mine.len());
     let progress = bar(mine.len() as u64, "compute-fbank");
-    let compute = |batch: &[&UttAudio]| -> Vec<Result<Matrix, Error>> {
+    let compute = |batch: &[&UttAudio]| -> BatchResults {
         batch
             .par_iter()
             .map(|u| {
@@ -120,7 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .collect()
     };
     // Writes one computed batch in order; failures are reported and skipped.
-    let mut write = |batch: &[&UttAudio], results: Vec<Result<Matrix, Error>>| -> anyhow::Result<()> {
+    let mut write = |batch: &[&UttAudio], results: BatchResults| -> anyhow::Result<()> {
         for (u, r) in batch.iter().zip(results) {
             match r {
                 Ok(m) => {
@@ -134,7 +137,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Ok(())
     };
     // Batch k is written while batch k+1 is computed, so the cores never wait for the disk.
-    let mut pending: Option<(&[&UttAudio], Vec<Result<Matrix, Error>>)> = None;
+    let mut pending: Option<(&[&UttAudio], BatchResults)> = None;
     for batch in mine.chunks(BATCH_UTTS) {
         let (written, results) = rayon::join(
             || pending.take().map_or(Ok(()), |(b, r)| write(b, r)),
@@ -152,17 +155,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("{}: no utterance produced features ({summary})", args.data_dir.display());
     }
     ark.commit()?;
+    // Order matters: everything else first, feats.scp (what later stages trust) last.
     write_table(&frames_path, frames.iter().map(|(k, v)| (k, v)))?;
-    if shard.is_some() {
-        write_atomic(&identity_path, |w| w.write_all(identity.as_bytes()))?;
-    }
-    write_table(&scp_path, scp.iter().map(|(k, v)| (k, v)))?;
-
     if shard.is_none() {
-        finish_feat_dir(&args.data_dir, feat_dir, &data, &opts)?;
-    } else if let Some(merged) = merge_shards_if_complete(feat_dir, jobs, &identity)? {
-        finish_feat_dir(&args.data_dir, feat_dir, &data, &opts)?;
-        eprintln!("amdistill: all {jobs} shards complete: {merged} utterances in {}", feat_dir.join("feats.scp").display());
+        let done: BTreeSet<String> = scp.iter().map(|(k, _)| k.clone()).collect();
+        finish_feat_dir(&args.data_dir, feat_dir, &data, &opts, &done)?;
+        write_table(&scp_path, scp.iter().map(|(k, v)| (k, v)))?;
+    } else {
+        write_atomic(&identity_path, |w| w.write_all(identity.as_bytes()))?;
+        write_table(&scp_path, scp.iter().map(|(k, v)| (k, v)))?;
+        if let Some((all_scp, all_frames)) = complete_shards(feat_dir, jobs, &identity)? {
+            write_table(feat_dir.join("utt2num_frames"), &all_frames)?;
+            let done: BTreeSet<String> = all_scp.keys().cloned().collect();
+            finish_feat_dir(&args.data_dir, feat_dir, &data, &opts, &done)?;
+            write_table(feat_dir.join("feats.scp"), &all_scp)?;
+            eprintln!(
+                "amdistill: all {jobs} shards complete: {} utterances in {}",
+                all_scp.len(),
+                feat_dir.join("feats.scp").display()
+            );
+        }
     }
     eprintln!("amdistill compute-fbank: {summary}");
     if summary.failed() > 0 {
@@ -204,14 +216,17 @@ fn shard_identity(data_dir: &Path, opts: &amdistill::features::FbankOptions) -> 
     Ok(serde_json::to_string_pretty(&serde_json::json!({ "data_dir": data_dir, "fbank": opts }))?)
 }
 
-/// When every shard's scp exists and every shard has this run's identity, concatenates them
-/// (sorted) into feats.scp and utt2num_frames. Two shards finishing together both write the
-/// same content; the rename makes either result whole. Returns the number of utterances
-/// merged, or None while shards are missing or stale (the latter with a warning).
-fn merge_shards_if_complete(feat_dir: &Path, jobs: usize, identity: &str) -> anyhow::Result<Option<usize>> {
+/// A table read into memory: key -> value.
+type TableMap = std::collections::BTreeMap<String, String>;
+
+/// When every shard's scp exists and every shard has this run's identity, returns all the
+/// shards' feats.scp and utt2num_frames entries (sorted), else None (with a warning for stale
+/// shards). Two shards finishing together both write the same merged files; the renames make
+/// either result whole.
+fn complete_shards(feat_dir: &Path, jobs: usize, identity: &str) -> anyhow::Result<Option<(TableMap, TableMap)>> {
     let split = feat_dir.join(format!("split{jobs}"));
-    let mut scp = std::collections::BTreeMap::new();
-    let mut frames = std::collections::BTreeMap::new();
+    let mut scp = TableMap::new();
+    let mut frames = TableMap::new();
     for j in 1..=jobs {
         let p = split.join(format!("feats.{j}.scp"));
         if !p.exists() {
@@ -229,15 +244,18 @@ fn merge_shards_if_complete(feat_dir: &Path, jobs: usize, identity: &str) -> any
         scp.extend(read_map(&p)?);
         frames.extend(read_map(split.join(format!("utt2num_frames.{j}")))?);
     }
-    write_table(feat_dir.join("utt2num_frames"), &frames)?;
-    write_table(feat_dir.join("feats.scp"), &scp)?;
-    Ok(Some(scp.len()))
+    Ok(Some((scp, frames)))
 }
 
 /// Writes the configuration files and the data-directory tables restricted to the
-/// utterances in `feats.scp`.
-fn finish_feat_dir(data_dir: &Path, feat_dir: &Path, data: &DataDir, opts: &amdistill::features::FbankOptions) -> anyhow::Result<()> {
-    let done: BTreeSet<String> = read_map(feat_dir.join("feats.scp"))?.into_keys().collect();
+/// utterances `done` (those that feats.scp will list).
+fn finish_feat_dir(
+    data_dir: &Path,
+    feat_dir: &Path,
+    data: &DataDir,
+    opts: &amdistill::features::FbankOptions,
+    done: &BTreeSet<String>,
+) -> anyhow::Result<()> {
     let frame_shift = format!("{}\n", opts.frame_shift_seconds());
     write_atomic(feat_dir.join("frame_shift"), |w| w.write_all(frame_shift.as_bytes()))?;
     let conf = opts.to_conf_string();
@@ -246,7 +264,7 @@ fn finish_feat_dir(data_dir: &Path, feat_dir: &Path, data: &DataDir, opts: &amdi
     write_atomic(feat_dir.join("fbank.json"), |w| w.write_all(json.as_bytes()))?;
     if data_dir.canonicalize().ok() != feat_dir.canonicalize().ok() {
         let mut kept = data.clone();
-        kept.retain_utts(&done);
+        kept.retain_utts(done);
         kept.write(feat_dir)?;
         // Per-utterance extras that later stages read (phone times), filtered the same way.
         for extra in ["phones.ctm", "utt2dur"] {

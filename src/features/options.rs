@@ -271,6 +271,8 @@ impl FbankOptions {
     }
 
     /// Checks that the options make sense together; the error says which option is wrong.
+    // `!(x > 0.0)` on purpose: it also rejects NaN.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     pub fn validate(&self) -> Result<()> {
         let f = &self.frame;
         let c = |m: String| Err(Error::config(m));
