@@ -915,7 +915,7 @@ fn shards_together_equal_an_unsharded_run() {
             ],
         );
         assert_ok(&o);
-        let split = table(&feat.join(format!("split/feats.{i}.scp")));
+        let split = table(&feat.join(format!("split3/feats.{i}.scp")));
         assert_eq!(split.len(), if i == 1 { 3 } else { 2 });
         // feats.scp appears only once every shard is done.
         assert_eq!(feat.join("feats.scp").exists(), i == 3, "after shard {i}");
@@ -961,46 +961,44 @@ fn shards_together_equal_an_unsharded_run() {
     }
 }
 
-/// Bug report for the lead (src/cli/compute_fbank.rs): a sharded rerun with another shard
-/// count merges the new shards with stale `split/feats.J.scp` files of the old run, so
-/// `feats.scp` is written before the new run is complete, with utterances missing.
+/// Stale shards are never merged: a rerun with another shard count, or one shard rerun with
+/// other options, does not complete `feats.scp` with the old run's shards.
 #[test]
-#[ignore = "lead's bug in src/cli/compute_fbank.rs: stale split/ files of another shard count are merged"]
-fn sharded_rerun_with_another_shard_count_does_not_merge_stale_shards() {
+fn sharded_reruns_never_merge_stale_shards() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let data = seven_utts(root);
     let feat = root.join("feats");
+    let shard = |spec: &str, extra: &[&str]| {
+        let mut a = vec!["compute-fbank", "--shard", spec];
+        a.extend_from_slice(extra);
+        a.push(p(&data));
+        a.push(p(&feat));
+        amdistill(root, &a)
+    };
     for i in 1..=3 {
-        assert_ok(&amdistill(
-            root,
-            &[
-                "compute-fbank",
-                "--shard",
-                &format!("{i}/3"),
-                p(&data),
-                p(&feat),
-            ],
-        ));
+        assert_ok(&shard(&format!("{i}/3"), &[]));
     }
-    // Rerun with 2 shards: after shard 1 of 2 only, the run is not complete.
-    assert_ok(&amdistill(
-        root,
-        &["compute-fbank", "--shard", "1/2", p(&data), p(&feat)],
-    ));
-    if feat.join("feats.scp").exists() {
-        // If it is merged, it must at least be the whole, correct set.
-        assert_eq!(
-            read_feats(&feat).len(),
-            7,
-            "feats.scp merged from stale shards"
-        );
-    }
-    assert_ok(&amdistill(
-        root,
-        &["compute-fbank", "--shard", "2/2", p(&data), p(&feat)],
-    ));
     assert_eq!(read_feats(&feat).len(), 7);
+    // Another shard count: not complete after 1 of 2, complete after 2 of 2.
+    assert_ok(&shard("1/2", &[]));
+    assert!(
+        !feat.join("feats.scp").exists(),
+        "feats.scp merged from stale shards"
+    );
+    assert_ok(&shard("2/2", &[]));
+    assert_eq!(read_feats(&feat), fbank_with(root, &data, "whole", &[]));
+    // One shard of 3 rerun with other options: the other two are stale.
+    let o = shard("2/3", &["--num-mel-bins=40"]);
+    assert_ok(&o);
+    assert!(stderr(&o).contains("other options"), "{}", stderr(&o));
+    assert!(!feat.join("feats.scp").exists());
+    for i in [1, 3] {
+        assert_ok(&shard(&format!("{i}/3"), &["--num-mel-bins=40"]));
+    }
+    let all = read_feats(&feat);
+    assert_eq!(all.len(), 7);
+    assert!(all.values().all(|m| m.cols == 40));
 }
 
 #[test]
@@ -1145,4 +1143,89 @@ fn extreme_option_values_are_refused_with_a_clear_error() {
             "{args:?}: {e}"
         );
     }
+}
+
+/// `kill -9` at points spread over a run: whenever `feats.scp` exists it is complete (every
+/// entry reads back equal to an uninterrupted run of the old or the new options), and a rerun
+/// after any kill gives exactly the uninterrupted result.
+#[test]
+fn killed_runs_never_leave_a_partial_feats_scp_and_a_rerun_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let mut d = DataDirSpec::new(root, "data");
+    for i in 0..40u64 {
+        d.add_wav(
+            &format!("spk{}-u{i:02}", i % 4),
+            16000 + 977 * i as usize,
+            i,
+        );
+    }
+    let data = d.write();
+    let run_into = |feat: &Path, extra: &[&str]| -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_amdistill"));
+        c.current_dir(root)
+            .arg("--threads")
+            .arg("1")
+            .arg("compute-fbank")
+            .args(extra);
+        c.arg(&data).arg(feat);
+        c
+    };
+    let old = fbank_with(root, &data, "old", &["--num-mel-bins=40"]);
+    let start = std::time::Instant::now();
+    assert!(run_into(&root.join("new"), &[])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let full = start.elapsed();
+    let new = read_feats(&root.join("new"));
+
+    let feat = root.join("feats");
+    assert!(run_into(&feat, &["--num-mel-bins=40"])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let mut complete_after_kill = 0;
+    for k in 0..12u32 {
+        let mut child = run_into(&feat, &[])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Spread over twice the uninterrupted run, so the last kills come after it ends.
+        std::thread::sleep(full.mul_f64(2.0 * (k as f64 + 0.5) / 12.0));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if feat.join("feats.scp").exists() {
+            complete_after_kill += 1;
+            let got = read_feats(&feat);
+            assert!(
+                got == old || got == new,
+                "kill {k}: feats.scp is neither run's complete output"
+            );
+        }
+        assert!(
+            run_into(&feat, &[]).output().unwrap().status.success(),
+            "rerun after kill {k}"
+        );
+        assert_eq!(read_feats(&feat), new, "rerun after kill {k}");
+        assert_eq!(
+            table(&feat.join("utt2num_frames")),
+            table(&root.join("new/utt2num_frames"))
+        );
+        assert!(amdistill::features::store::FeatureStore::open(&feat).is_ok());
+        // Back to the old result for the next kill.
+        assert!(run_into(&feat, &["--num-mel-bins=40"])
+            .output()
+            .unwrap()
+            .status
+            .success());
+    }
+    eprintln!(
+        "12 kills over a {full:?} run: feats.scp present (and complete) after {complete_after_kill}; \
+         temporaries left by the killed runs: {}",
+        leftover_temporaries(root).len()
+    );
 }

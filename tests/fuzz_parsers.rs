@@ -693,7 +693,9 @@ fn check_audio(
 ) -> Result<(), TestCaseError> {
     let path = put(dir, "audio.bin", bytes);
     let (opts, seg) = how;
-    if let Ok(rate) = guarded("probe_sample_rate", bytes.len(), || probe_sample_rate(&path))? {
+    if let Ok(rate) = guarded("probe_sample_rate", bytes.len(), || {
+        probe_sample_rate(&path)
+    })? {
         prop_assert!(rate.is_finite() && rate > 0.0);
     }
     let result = guarded("read_audio", bytes.len(), || match seg {
@@ -1009,6 +1011,37 @@ fn flac_metadata_blocks_that_fit_are_read() {
         let (err, _, _) = read_once(tmp.path(), &flac_with_block(kind, &body));
         assert_eq!(err, "ok", "block type {kind}");
     }
+}
+
+#[test]
+fn resampling_any_samples_between_any_rates() {
+    let value = prop_oneof![
+        8 => -1.0f32..1.0,
+        1 => prop::sample::select(vec![f32::MAX, f32::MIN, 1e16, -1e15, 1e15, f32::NAN, f32::INFINITY, 0.0]),
+    ];
+    let rate = prop_oneof![
+        3 => prop::sample::select(vec![8000u32, 16000, 22050, 44100, 48000, 11025]),
+        1 => prop::sample::select(vec![0u32, 1, 7, 999, 1000, 65537, 999_983, 2_147_483_647, u32::MAX]),
+    ];
+    let input = (prop::collection::vec(value, 0..3000), rate.clone(), rate);
+    fuzz(
+        "resampling_any_samples_between_any_rates",
+        input,
+        |(x, from, to)| {
+            let r = guarded("resample", x.len() * 4, || {
+                amdistill::audio::resample(&x, from, to)
+            })?;
+            if let Ok(y) = r {
+                accepted();
+                prop_assert_eq!(
+                    y.len(),
+                    amdistill::audio::resample::resampled_len(x.len(), from, to)
+                );
+                prop_assert!(y.iter().all(|v| v.is_finite()) || from == to);
+            }
+            Ok(())
+        },
+    );
 }
 
 /// Reads `bytes` as audio with default options; returns the error text (or "ok").
@@ -2235,7 +2268,11 @@ fn feature_store_directories() {
         put(&dir, name, text.as_bytes());
     }
     assert_eq!(FeatureStore::open(&dir).unwrap().total_frames(), 9);
-    let choice = (0..files.len(), prop::collection::vec(text_edit(), 1..4), any::<bool>());
+    let choice = (
+        0..files.len(),
+        prop::collection::vec(text_edit(), 1..4),
+        any::<bool>(),
+    );
     fuzz("feature_store_directories", choice, |(k, edits, remove)| {
         let (name, text) = &files[k];
         let mutated = apply_text_edits(text, &edits);

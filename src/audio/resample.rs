@@ -24,6 +24,10 @@ pub const MAX_UPSAMPLE_FACTOR: u32 = 16;
 /// would ask for blocks of billions of samples.
 pub const MAX_RATE_UNIT: usize = 1 << 16;
 
+/// The largest sample magnitude resampled. Audio is nominally in [-1, 1]; a NaN or a value
+/// near `f32::MAX` (a corrupt float WAV) overflows rubato's FFTs, which then panic.
+pub const MAX_SAMPLE_MAGNITUDE: f32 = 1e15;
+
 /// The number of output samples for `n` input samples: `ceil(n * to_hz / from_hz)`.
 pub fn resampled_len(n: usize, from_hz: u32, to_hz: u32) -> usize {
     ((n as u128 * to_hz as u128).div_ceil(from_hz.max(1) as u128)) as usize
@@ -32,7 +36,7 @@ pub fn resampled_len(n: usize, from_hz: u32, to_hz: u32) -> usize {
 /// Resamples mono `samples` (`[n]` at `from_hz`) to `to_hz`; the result has
 /// [`resampled_len`]`(n, from_hz, to_hz)` samples. Equal rates return a copy. Rates more than
 /// [`MAX_UPSAMPLE_FACTOR`] apart upwards, or whose ratio needs blocks longer than
-/// [`MAX_RATE_UNIT`] samples, are refused.
+/// [`MAX_RATE_UNIT`] samples, and samples beyond [`MAX_SAMPLE_MAGNITUDE`] are refused.
 pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>> {
     if from_hz == 0 || to_hz == 0 {
         return Err(Error::config(format!(
@@ -41,6 +45,16 @@ pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>> {
     }
     if from_hz == to_hz {
         return Ok(samples.to_vec());
+    }
+    if let Some(i) = samples
+        .iter()
+        .position(|v| v.is_nan() || v.abs() > MAX_SAMPLE_MAGNITUDE)
+    {
+        return Err(Error::config(format!(
+            "cannot resample from {from_hz} Hz to {to_hz} Hz: sample {i} is {} \
+             (beyond +-{MAX_SAMPLE_MAGNITUDE:e}; corrupt float audio?)",
+            samples[i]
+        )));
     }
     let fail = |e: &dyn std::fmt::Display| {
         Error::config(format!("resampling {from_hz} Hz -> {to_hz} Hz: {e}"))

@@ -307,7 +307,13 @@ pub fn probe_sample_rate(path: &Path) -> Result<f64> {
     } else if head.starts_with(b"RIFF") {
         let reader = hound::WavReader::open(path)
             .map_err(|e| Error::format(path, format!("RIFF WAV header: {e}")))?;
-        Ok(reader.spec().sample_rate as f64)
+        match reader.spec().sample_rate {
+            0 => Err(Error::format(
+                path,
+                "the WAV header declares a sample rate of 0 Hz",
+            )),
+            rate => Ok(rate as f64),
+        }
     } else {
         Err(Error::format(
             path,
