@@ -28,7 +28,11 @@ impl AtomicFile {
             .into_owned();
         let tmp = target.with_file_name(format!("{name}.tmp.{}", std::process::id()));
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        Ok(AtomicFile { target, tmp, writer: Some(BufWriter::with_capacity(1 << 20, file)) })
+        Ok(AtomicFile {
+            target,
+            tmp,
+            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+        })
     }
 
     /// The path this file will have once committed.
@@ -39,7 +43,9 @@ impl AtomicFile {
     /// Flushes, syncs and renames the temporary over the target.
     pub fn commit(mut self) -> Result<()> {
         let writer = self.writer.take().expect("writer present until commit");
-        let file = writer.into_inner().map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
         drop(file);
         std::fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))
@@ -48,10 +54,16 @@ impl AtomicFile {
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.writer.as_mut().expect("writer present until commit").write(buf)
+        self.writer
+            .as_mut()
+            .expect("writer present until commit")
+            .write(buf)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.writer.as_mut().expect("writer present until commit").flush()
+        self.writer
+            .as_mut()
+            .expect("writer present until commit")
+            .flush()
     }
 }
 
@@ -72,4 +84,74 @@ pub fn write_atomic(
     let mut file = AtomicFile::create(target.as_ref())?;
     fill(&mut file).map_err(|e| Error::io(target.as_ref(), e))?;
     file.commit()
+}
+
+/// Removes `NAME.tmp.PID` files in `dir` left by processes that no longer run (a run killed
+/// with SIGKILL cannot clean up after itself). Files of live processes are kept, so shards
+/// running side by side do not disturb each other. Returns how many were removed. Only Linux
+/// can tell whether a process runs (`/proc/PID`); elsewhere nothing is removed.
+pub fn remove_stale_temporaries(dir: impl AsRef<Path>) -> Result<usize> {
+    let dir = dir.as_ref();
+    if !Path::new("/proc/self").exists() {
+        return Ok(0);
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((_, pid)) = name.rsplit_once(".tmp.") else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_renames_and_drop_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.txt");
+        let mut f = AtomicFile::create(&target).unwrap();
+        f.write_all(b"abc").unwrap();
+        assert!(!target.exists(), "nothing visible before commit");
+        f.commit().unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"abc");
+        let mut g = AtomicFile::create(dir.path().join("other.txt")).unwrap();
+        g.write_all(b"x").unwrap();
+        drop(g);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "dropped temporary removed"
+        );
+    }
+
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // PID 4194304 is above Linux's pid_max limit, so it never runs.
+        std::fs::write(dir.path().join("feats.1.ark.tmp.4194304"), b"partial").unwrap();
+        let mine = dir
+            .path()
+            .join(format!("feats.2.ark.tmp.{}", std::process::id()));
+        std::fs::write(&mine, b"in progress").unwrap();
+        std::fs::write(dir.path().join("notes.tmp.txt"), b"not ours").unwrap();
+        assert_eq!(remove_stale_temporaries(dir.path()).unwrap(), 1);
+        assert!(mine.exists());
+        assert!(dir.path().join("notes.tmp.txt").exists());
+    }
 }

@@ -15,7 +15,11 @@ pub enum Error {
     },
     /// A text file that does not parse; `line` is 1-based (0 when no line applies).
     #[error("{}{}: {msg}", path.display(), if *line > 0 { format!(":{line}") } else { String::new() })]
-    Parse { path: PathBuf, line: usize, msg: String },
+    Parse {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
     /// A binary file (audio, archive) whose content is wrong or unsupported.
     #[error("{}: {msg}", path.display())]
     Format { path: PathBuf, msg: String },
@@ -35,16 +39,29 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().to_path_buf(), source }
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
     }
     pub fn parse(path: impl AsRef<Path>, line: usize, msg: impl Into<String>) -> Self {
-        Error::Parse { path: path.as_ref().to_path_buf(), line, msg: msg.into() }
+        Error::Parse {
+            path: path.as_ref().to_path_buf(),
+            line,
+            msg: msg.into(),
+        }
     }
     pub fn format(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
-        Error::Format { path: path.as_ref().to_path_buf(), msg: msg.into() }
+        Error::Format {
+            path: path.as_ref().to_path_buf(),
+            msg: msg.into(),
+        }
     }
     pub fn utterance(utt: &str, msg: impl std::fmt::Display) -> Self {
-        Error::Utterance { utt: utt.to_string(), msg: msg.to_string() }
+        Error::Utterance {
+            utt: utt.to_string(),
+            msg: msg.to_string(),
+        }
     }
     pub fn config(msg: impl Into<String>) -> Self {
         Error::Config(msg.into())

@@ -5,10 +5,14 @@ use amdistill::features::{Fbank, FbankOptions, StreamingFbank};
 use proptest::prelude::*;
 
 fn signal(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|i| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let noise = ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.02;
             0.2 * (i as f32 * 0.031).sin() + noise
         })
@@ -96,7 +100,10 @@ fn unsnipped_tail_frames_wait_for_finish() {
     let early = s.accept(&x, &mut out);
     let late = s.finish(&mut out);
     assert_eq!(early + late, 10);
-    assert!(late >= 1, "the last frame reaches past the end and needs the reflection");
+    assert!(
+        late >= 1,
+        "the last frame reaches past the end and needs the reflection"
+    );
     // A reset stream reproduces the same output.
     s.reset(0);
     let mut again = Vec::new();

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use rayon::prelude::*;
 
+use amdistill::atomic::{remove_stale_temporaries, write_atomic};
 use amdistill::audio::{read_audio, read_audio_segment, AudioOptions, ChannelSelect};
 use amdistill::corpus::table::{read_map, read_table, write_table};
 use amdistill::corpus::{DataDir, UttAudio};
@@ -29,7 +30,7 @@ use amdistill::features::fbank::{num_frames, utterance_seed};
 use amdistill::features::kaldi_io::ArkWriter;
 use amdistill::features::{Fbank, Matrix};
 use amdistill::progress::{bar, BatchSummary};
-use amdistill::{atomic::write_atomic, Error};
+use amdistill::Error;
 
 use super::fbank_args::FbankArgs;
 
@@ -84,13 +85,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let ark_dir = feat_dir.join("data");
     let split_dir = feat_dir.join(format!("split{jobs}"));
     std::fs::create_dir_all(&ark_dir).with_context(|| format!("creating {}", ark_dir.display()))?;
+    let stale = remove_stale_temporaries(&ark_dir)? + remove_stale_temporaries(feat_dir)?;
+    if stale > 0 {
+        eprintln!(
+            "amdistill: removed {stale} partial file(s) left by a killed run in {}",
+            feat_dir.display()
+        );
+    }
     // Absolute ark paths in feats.scp (Kaldi's convention): the store reads from anywhere.
-    let ark_dir = ark_dir.canonicalize().with_context(|| format!("resolving {}", ark_dir.display()))?;
+    let ark_dir = ark_dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", ark_dir.display()))?;
     // The scp is the completion marker of a shard: remove the old one before the ark it
     // points into is replaced.
     let (scp_path, frames_path) = if shard.is_some() {
         std::fs::create_dir_all(&split_dir)?;
-        (split_dir.join(format!("feats.{job}.scp")), split_dir.join(format!("utt2num_frames.{job}")))
+        (
+            split_dir.join(format!("feats.{job}.scp")),
+            split_dir.join(format!("utt2num_frames.{job}")),
+        )
     } else {
         (feat_dir.join("feats.scp"), feat_dir.join("utt2num_frames"))
     };
@@ -100,9 +113,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let audio_opts = AudioOptions {
         sample_rate: opts.frame.sample_frequency as u32,
         resample: args.resample,
-        channel: if args.channel < 0 { ChannelSelect::Downmix } else { ChannelSelect::Channel(args.channel as usize) },
+        channel: if args.channel < 0 {
+            ChannelSelect::Downmix
+        } else {
+            ChannelSelect::Channel(args.channel as usize)
+        },
     };
-    let ark_path = if jobs == 1 { ark_dir.join("feats.1.ark") } else { ark_dir.join(format!("feats.{job}-of-{jobs}.ark")) };
+    let ark_path = if jobs == 1 {
+        ark_dir.join("feats.1.ark")
+    } else {
+        ark_dir.join(format!("feats.{job}-of-{jobs}.ark"))
+    };
     let identity = shard_identity(&args.data_dir, &opts)?;
     let identity_path = split_dir.join(format!("fbank.{job}.json"));
     if shard.is_some() {
@@ -150,9 +171,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         write(b, r)?;
     }
     progress.finish_and_clear();
-    let summary = BatchSummary { done: scp.len(), total: mine.len() };
+    let summary = BatchSummary {
+        done: scp.len(),
+        total: mine.len(),
+    };
     if scp.is_empty() {
-        bail!("{}: no utterance produced features ({summary})", args.data_dir.display());
+        bail!(
+            "{}: no utterance produced features ({summary})",
+            args.data_dir.display()
+        );
     }
     ark.commit()?;
     // Order matters: everything else first, feats.scp (what later stages trust) last.
@@ -178,7 +205,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     eprintln!("amdistill compute-fbank: {summary}");
     if summary.failed() > 0 {
-        bail!("{} of {} utterances failed (see the warnings above)", summary.failed(), summary.total);
+        bail!(
+            "{} of {} utterances failed (see the warnings above)",
+            summary.failed(),
+            summary.total
+        );
     }
     Ok(())
 }
@@ -198,22 +229,39 @@ fn features_of(u: &UttAudio, fbank: &Fbank, audio_opts: &AudioOptions) -> Result
                 "{} samples ({:.3} s) is shorter than one frame ({} samples with snip-edges={})",
                 wave.samples.len(),
                 wave.samples.len() as f64 / wave.sample_rate as f64,
-                if opts.frame.snip_edges { opts.window_size() } else { opts.window_shift() / 2 + 1 },
+                if opts.frame.snip_edges {
+                    opts.window_size()
+                } else {
+                    opts.window_shift() / 2 + 1
+                },
                 opts.frame.snip_edges
             ),
         ));
     }
-    let feats = fbank.compute(&wave.samples, utterance_seed(opts.frame.dither_seed, &u.utt));
+    let feats = fbank.compute(
+        &wave.samples,
+        utterance_seed(opts.frame.dither_seed, &u.utt),
+    );
     if let Some(bad) = feats.data.iter().position(|v| !v.is_finite()) {
-        return Err(Error::utterance(&u.utt, format!("non-finite feature at frame {}", bad / feats.cols)));
+        return Err(Error::utterance(
+            &u.utt,
+            format!("non-finite feature at frame {}", bad / feats.cols),
+        ));
     }
     Ok(feats)
 }
 
 /// What must agree between the shards of one run: the options and the data directory.
-fn shard_identity(data_dir: &Path, opts: &amdistill::features::FbankOptions) -> anyhow::Result<String> {
-    let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
-    Ok(serde_json::to_string_pretty(&serde_json::json!({ "data_dir": data_dir, "fbank": opts }))?)
+fn shard_identity(
+    data_dir: &Path,
+    opts: &amdistill::features::FbankOptions,
+) -> anyhow::Result<String> {
+    let data_dir = data_dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", data_dir.display()))?;
+    Ok(serde_json::to_string_pretty(
+        &serde_json::json!({ "data_dir": data_dir, "fbank": opts }),
+    )?)
 }
 
 /// A table read into memory: key -> value.
@@ -223,7 +271,11 @@ type TableMap = std::collections::BTreeMap<String, String>;
 /// shards' feats.scp and utt2num_frames entries (sorted), else None (with a warning for stale
 /// shards). Two shards finishing together both write the same merged files; the renames make
 /// either result whole.
-fn complete_shards(feat_dir: &Path, jobs: usize, identity: &str) -> anyhow::Result<Option<(TableMap, TableMap)>> {
+fn complete_shards(
+    feat_dir: &Path,
+    jobs: usize,
+    identity: &str,
+) -> anyhow::Result<Option<(TableMap, TableMap)>> {
     let split = feat_dir.join(format!("split{jobs}"));
     let mut scp = TableMap::new();
     let mut frames = TableMap::new();
@@ -232,7 +284,8 @@ fn complete_shards(feat_dir: &Path, jobs: usize, identity: &str) -> anyhow::Resu
         if !p.exists() {
             return Ok(None);
         }
-        let theirs = std::fs::read_to_string(split.join(format!("fbank.{j}.json"))).unwrap_or_default();
+        let theirs =
+            std::fs::read_to_string(split.join(format!("fbank.{j}.json"))).unwrap_or_default();
         if theirs != identity {
             eprintln!(
                 "amdistill: warning: shard {j}/{jobs} in {} was computed with other options or another data \
@@ -257,11 +310,17 @@ fn finish_feat_dir(
     done: &BTreeSet<String>,
 ) -> anyhow::Result<()> {
     let frame_shift = format!("{}\n", opts.frame_shift_seconds());
-    write_atomic(feat_dir.join("frame_shift"), |w| w.write_all(frame_shift.as_bytes()))?;
+    write_atomic(feat_dir.join("frame_shift"), |w| {
+        w.write_all(frame_shift.as_bytes())
+    })?;
     let conf = opts.to_conf_string();
-    write_atomic(feat_dir.join("fbank.conf"), |w| w.write_all(conf.as_bytes()))?;
+    write_atomic(feat_dir.join("fbank.conf"), |w| {
+        w.write_all(conf.as_bytes())
+    })?;
     let json = serde_json::to_string_pretty(opts)?;
-    write_atomic(feat_dir.join("fbank.json"), |w| w.write_all(json.as_bytes()))?;
+    write_atomic(feat_dir.join("fbank.json"), |w| {
+        w.write_all(json.as_bytes())
+    })?;
     if data_dir.canonicalize().ok() != feat_dir.canonicalize().ok() {
         let mut kept = data.clone();
         kept.retain_utts(done);
@@ -271,8 +330,11 @@ fn finish_feat_dir(
             let src = data_dir.join(extra);
             if src.exists() {
                 let entries = read_table(&src)?;
-                let lines: Vec<(String, String)> =
-                    entries.into_iter().filter(|e| done.contains(&e.key)).map(|e| (e.key, e.value)).collect();
+                let lines: Vec<(String, String)> = entries
+                    .into_iter()
+                    .filter(|e| done.contains(&e.key))
+                    .map(|e| (e.key, e.value))
+                    .collect();
                 write_table(feat_dir.join(extra), lines)?;
             }
         }
@@ -282,7 +344,9 @@ fn finish_feat_dir(
 
 fn remove_if_exists(p: &Path) -> anyhow::Result<()> {
     match std::fs::remove_file(p) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("removing {}", p.display())),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", p.display()))
+        }
         _ => Ok(()),
     }
 }

@@ -135,7 +135,14 @@ impl Fbank {
     /// scaled to int16 range, reflecting at the edges of the `total` samples of the utterance
     /// (Kaldi's `ExtractWindow`). `wave[j]` holds absolute sample `offset + j`; callers keep
     /// every sample the reflection can reach.
-    pub(crate) fn extract_window(&self, wave: &[f32], offset: usize, total: usize, start: i64, frame: &mut [f32]) {
+    pub(crate) fn extract_window(
+        &self,
+        wave: &[f32],
+        offset: usize,
+        total: usize,
+        start: i64,
+        frame: &mut [f32],
+    ) {
         let len = self.frame_length;
         let (off, total) = (offset as i64, total as i64);
         if start >= 0 && start + len as i64 <= total {
@@ -155,13 +162,21 @@ impl Fbank {
     }
 
     /// Turns the extracted window in `scratch.raw` into one feature vector.
-    pub(crate) fn compute_frame(&self, scratch: &mut FbankScratch, frame_index: usize, dither_seed: u64, out: &mut [f32]) {
+    pub(crate) fn compute_frame(
+        &self,
+        scratch: &mut FbankScratch,
+        frame_index: usize,
+        dither_seed: u64,
+        out: &mut [f32],
+    ) {
         let o = &self.opts;
         let len = self.frame_length;
         let x = &mut scratch.raw[..len];
 
         if o.frame.dither != 0.0 {
-            let mut rng = SplitMix64::new(dither_seed ^ (frame_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng = SplitMix64::new(
+                dither_seed ^ (frame_index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
             for pair in x.chunks_mut(2) {
                 let (g0, g1) = rng.gauss_pair();
                 pair[0] += g0 * o.frame.dither;
@@ -191,7 +206,12 @@ impl Fbank {
             frame[i] = (x[i] - c * x[i - 1]) * w[i];
         }
         if o.use_energy && !o.raw_energy {
-            log_energy = frame[..len].iter().map(|v| v * v).sum::<f32>().max(f32::EPSILON).ln();
+            log_energy = frame[..len]
+                .iter()
+                .map(|v| v * v)
+                .sum::<f32>()
+                .max(f32::EPSILON)
+                .ln();
         }
         frame[len..].fill(0.0);
         self.fft
@@ -270,7 +290,9 @@ mod tests {
     use super::*;
 
     fn sine(n: usize) -> Vec<f32> {
-        (0..n).map(|i| 0.3 * (i as f32 * 0.07).sin() + 0.01 * (i as f32 * 1.3).cos()).collect()
+        (0..n)
+            .map(|i| 0.3 * (i as f32 * 0.07).sin() + 0.01 * (i as f32 * 1.3).cos())
+            .collect()
     }
 
     #[test]

@@ -12,12 +12,20 @@ pub struct Matrix {
 impl Matrix {
     /// A `[rows, cols]` matrix of zeros.
     pub fn zeros(rows: usize, cols: usize) -> Self {
-        Matrix { rows, cols, data: vec![0.0; rows * cols] }
+        Matrix {
+            rows,
+            cols,
+            data: vec![0.0; rows * cols],
+        }
     }
 
     /// Wraps `data`; panics if its length is not `rows * cols`.
     pub fn from_vec(rows: usize, cols: usize, data: Vec<f32>) -> Self {
-        assert_eq!(data.len(), rows * cols, "matrix data length does not match [{rows}, {cols}]");
+        assert_eq!(
+            data.len(),
+            rows * cols,
+            "matrix data length does not match [{rows}, {cols}]"
+        );
         Matrix { rows, cols, data }
     }
 

@@ -51,7 +51,11 @@ impl MelBanks {
             for i in 0..num_fft_bins {
                 let mel = mel_scale(fft_bin_width * i as f32);
                 if mel > left && mel < right {
-                    let w = if mel <= center { (mel - left) / (center - left) } else { (right - mel) / (right - center) };
+                    let w = if mel <= center {
+                        (mel - left) / (center - left)
+                    } else {
+                        (right - mel) / (right - center)
+                    };
                     if first.is_none() {
                         first = Some(i);
                     }
@@ -67,7 +71,10 @@ impl MelBanks {
             })?;
             filters.push(MelFilter { first, weights });
         }
-        Ok(MelBanks { filters, center_freqs })
+        Ok(MelBanks {
+            filters,
+            center_freqs,
+        })
     }
 
     /// `out[b] = sum_k weights_b[k] * spectrum[first_b + k]` for every filter.
@@ -96,6 +103,9 @@ mod tests {
         }
         let mut too_many = FbankOptions::default();
         too_many.mel.num_bins = 300;
-        assert!(MelBanks::new(&too_many).unwrap_err().to_string().contains("too large"));
+        assert!(MelBanks::new(&too_many)
+            .unwrap_err()
+            .to_string()
+            .contains("too large"));
     }
 }

@@ -118,10 +118,23 @@ pub struct FbankOptions {
     pub use_power: bool,
 }
 
+/// Highest sample rate accepted (Hz): above any audio format in use, and it keeps frame sizes
+/// far from integer overflow.
+pub const MAX_SAMPLE_FREQUENCY: f32 = 1_000_000.0;
+
+/// Longest frame or shift accepted, in samples (about 65 s at 16 kHz).
+pub const MAX_FRAME_SAMPLES: usize = 1 << 20;
+
 /// Named starting points for options.
 pub const PROFILES: &[(&str, &str)] = &[
-    ("kaldi", "Kaldi compute-fbank-feats defaults: 23 bins, dither 1, snip-edges true"),
-    ("modern80", "lhotse/icefall/sherpa-onnx: 80 bins, dither 0, snip-edges false, high-freq -400, povey"),
+    (
+        "kaldi",
+        "Kaldi compute-fbank-feats defaults: 23 bins, dither 1, snip-edges true",
+    ),
+    (
+        "modern80",
+        "lhotse/icefall/sherpa-onnx: 80 bins, dither 0, snip-edges false, high-freq -400, povey",
+    ),
 ];
 
 impl Default for FbankOptions {
@@ -141,7 +154,11 @@ impl Default for FbankOptions {
                 blackman_coeff: 0.42,
                 snip_edges: true,
             },
-            mel: MelOptions { num_bins: 23, low_freq: 20.0, high_freq: 0.0 },
+            mel: MelOptions {
+                num_bins: 23,
+                low_freq: 20.0,
+                high_freq: 0.0,
+            },
             use_energy: false,
             energy_floor: 0.0,
             raw_energy: true,
@@ -157,17 +174,32 @@ pub const OPTION_NAMES: &[(&str, &str)] = &[
     ("sample-frequency", "waveform sample rate in Hz"),
     ("frame-shift", "frame shift in ms"),
     ("frame-length", "frame length in ms"),
-    ("dither", "dither constant (0 = no dither), int16 sample units"),
+    (
+        "dither",
+        "dither constant (0 = no dither), int16 sample units",
+    ),
     ("dither-seed", "seed for dither noise (amdistill)"),
     ("preemphasis-coefficient", "preemphasis coefficient"),
     ("remove-dc-offset", "subtract the mean of each frame"),
-    ("window-type", "povey, hamming, hanning, rectangular, sine or blackman"),
-    ("round-to-power-of-two", "zero-pad the FFT to a power of two"),
+    (
+        "window-type",
+        "povey, hamming, hanning, rectangular, sine or blackman",
+    ),
+    (
+        "round-to-power-of-two",
+        "zero-pad the FFT to a power of two",
+    ),
     ("blackman-coeff", "constant of the blackman window"),
-    ("snip-edges", "true: only frames that fit; false: frames centred, edges reflected"),
+    (
+        "snip-edges",
+        "true: only frames that fit; false: frames centred, edges reflected",
+    ),
     ("num-mel-bins", "number of triangular mel bins"),
     ("low-freq", "low cutoff of the mel bins (Hz)"),
-    ("high-freq", "high cutoff (Hz); <= 0 is an offset from Nyquist"),
+    (
+        "high-freq",
+        "high cutoff (Hz); <= 0 is an offset from Nyquist",
+    ),
     ("use-energy", "add a log-energy coefficient"),
     ("energy-floor", "floor on energy (absolute, not log)"),
     ("raw-energy", "energy before preemphasis and windowing"),
@@ -177,18 +209,27 @@ pub const OPTION_NAMES: &[(&str, &str)] = &[
 ];
 
 /// Kaldi options we accept and ignore because they cannot change fbank values here.
-const IGNORED: &[&str] = &["debug-mel", "vtln-low", "vtln-high", "max-feature-vectors", "verbose"];
+const IGNORED: &[&str] = &[
+    "debug-mel",
+    "vtln-low",
+    "vtln-high",
+    "max-feature-vectors",
+    "verbose",
+];
 
 fn parse_bool(name: &str, v: &str) -> Result<bool> {
     match v {
         "true" | "True" | "1" | "" => Ok(true),
         "false" | "False" | "0" => Ok(false),
-        _ => Err(Error::config(format!("--{name}={v}: expected true or false"))),
+        _ => Err(Error::config(format!(
+            "--{name}={v}: expected true or false"
+        ))),
     }
 }
 
 fn parse_num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T> {
-    v.parse().map_err(|_| Error::config(format!("--{name}={v}: not a valid number")))
+    v.parse()
+        .map_err(|_| Error::config(format!("--{name}={v}: not a valid number")))
 }
 
 impl FbankOptions {
@@ -205,7 +246,10 @@ impl FbankOptions {
             }
             _ => {
                 let known: Vec<&str> = PROFILES.iter().map(|p| p.0).collect();
-                return Err(Error::config(format!("unknown fbank profile '{name}' (known: {})", known.join(", "))));
+                return Err(Error::config(format!(
+                    "unknown fbank profile '{name}' (known: {})",
+                    known.join(", ")
+                )));
             }
         }
         Ok(o)
@@ -263,9 +307,12 @@ impl FbankOptions {
                 continue;
             }
             let bad = |msg: String| Error::parse("<conf>", i + 1, msg);
-            let body = line.strip_prefix("--").ok_or_else(|| bad(format!("expected --name=value, got '{line}'")))?;
+            let body = line
+                .strip_prefix("--")
+                .ok_or_else(|| bad(format!("expected --name=value, got '{line}'")))?;
             let (name, value) = body.split_once('=').unwrap_or((body, ""));
-            self.set(name.trim(), value.trim()).map_err(|e| bad(e.to_string()))?;
+            self.set(name.trim(), value.trim())
+                .map_err(|e| bad(e.to_string()))?;
         }
         Ok(())
     }
@@ -276,23 +323,65 @@ impl FbankOptions {
     pub fn validate(&self) -> Result<()> {
         let f = &self.frame;
         let c = |m: String| Err(Error::config(m));
-        if !(f.sample_frequency > 0.0) {
-            return c(format!("--sample-frequency={} must be positive", f.sample_frequency));
+        let finite = [
+            ("sample-frequency", f.sample_frequency),
+            ("frame-shift", f.frame_shift_ms),
+            ("frame-length", f.frame_length_ms),
+            ("dither", f.dither),
+            ("preemphasis-coefficient", f.preemphasis_coefficient),
+            ("blackman-coeff", f.blackman_coeff),
+            ("low-freq", self.mel.low_freq),
+            ("high-freq", self.mel.high_freq),
+            ("energy-floor", self.energy_floor),
+        ];
+        if let Some((name, v)) = finite.iter().find(|(_, v)| !v.is_finite()) {
+            return c(format!("--{name}={v} must be a finite number"));
+        }
+        if !(f.sample_frequency > 0.0 && f.sample_frequency <= MAX_SAMPLE_FREQUENCY) {
+            return c(format!(
+                "--sample-frequency={} must be in (0, {MAX_SAMPLE_FREQUENCY}] Hz",
+                f.sample_frequency
+            ));
+        }
+        // Check the sizes in f64 before the usize casts of window_size()/window_shift().
+        for (name, ms) in [
+            ("frame-length", f.frame_length_ms),
+            ("frame-shift", f.frame_shift_ms),
+        ] {
+            let samples = f.sample_frequency as f64 * 0.001 * ms as f64;
+            if !(samples >= 0.0 && samples <= MAX_FRAME_SAMPLES as f64) {
+                return c(format!(
+                    "--{name}={ms} ms is {samples} samples at {} Hz; the limit is {MAX_FRAME_SAMPLES}",
+                    f.sample_frequency
+                ));
+            }
         }
         if self.window_shift() == 0 {
-            return c(format!("--frame-shift={} ms is under one sample", f.frame_shift_ms));
+            return c(format!(
+                "--frame-shift={} ms is under one sample",
+                f.frame_shift_ms
+            ));
         }
         if self.window_size() < 2 {
-            return c(format!("--frame-length={} ms is under two samples", f.frame_length_ms));
+            return c(format!(
+                "--frame-length={} ms is under two samples",
+                f.frame_length_ms
+            ));
         }
         if !(f.dither >= 0.0) || !f.dither.is_finite() {
             return c(format!("--dither={} must be >= 0", f.dither));
         }
         if !(0.0..=1.0).contains(&f.preemphasis_coefficient) {
-            return c(format!("--preemphasis-coefficient={} must be in [0, 1]", f.preemphasis_coefficient));
+            return c(format!(
+                "--preemphasis-coefficient={} must be in [0, 1]",
+                f.preemphasis_coefficient
+            ));
         }
         if self.mel.num_bins < 3 {
-            return c(format!("--num-mel-bins={} must be at least 3", self.mel.num_bins));
+            return c(format!(
+                "--num-mel-bins={} must be at least 3",
+                self.mel.num_bins
+            ));
         }
         let nyquist = 0.5 * f.sample_frequency;
         let high = self.high_freq_hz();
@@ -349,13 +438,18 @@ impl FbankOptions {
     }
 
     /// Every Kaldi option as `--name=value` lines: the complete configuration, readable by
-    /// [`FbankOptions::apply_conf_file`] (and by Kaldi, apart from `--dither-seed`, which is
-    /// written as a comment).
+    /// [`FbankOptions::apply_conf_file`] and by Kaldi. `--dither-seed` (amdistill's own) is a
+    /// comment when it has its default value 0, else a line Kaldi would refuse: remove it there.
     pub fn to_conf_string(&self) -> String {
-        let mut s = String::from("# amdistill fbank configuration (Kaldi compute-fbank-feats option names)\n");
+        let mut s = String::from(
+            "# amdistill fbank configuration (Kaldi compute-fbank-feats option names)\n",
+        );
         for (name, value) in self.values() {
-            if name == "dither-seed" {
-                s.push_str(&format!("# --{name}={value}  (amdistill only)\n"));
+            if name == "dither-seed" && self.frame.dither_seed == 0 {
+                // Kaldi does not know this option: leave the default out of its way.
+                s.push_str(&format!(
+                    "# --{name}={value}  (amdistill only; the default)\n"
+                ));
             } else {
                 s.push_str(&format!("--{name}={value}\n"));
             }
@@ -427,13 +521,18 @@ mod tests {
         assert!(diff.contains("--num-mel-bins=80"));
         assert!(diff.contains("--window-type=hamming"));
         assert!(!diff.contains("--frame-length"));
-        assert_eq!(FbankOptions::default().to_conf_diff_string(), "# No non-default options for now.\n");
+        assert_eq!(
+            FbankOptions::default().to_conf_diff_string(),
+            "# No non-default options for now.\n"
+        );
     }
 
     #[test]
     fn conf_errors_name_the_line() {
         let mut o = FbankOptions::default();
-        let err = o.apply_conf_str("# comment\n--num-mel-bins=40\n--no-such-option=3\n").unwrap_err();
+        let err = o
+            .apply_conf_str("# comment\n--num-mel-bins=40\n--no-such-option=3\n")
+            .unwrap_err();
         assert!(err.to_string().contains(":3:"), "{err}");
         assert!(o.apply_conf_str("--snip-edges=maybe").is_err());
         assert!(o.apply_conf_str("num-mel-bins=40").is_err());
@@ -442,11 +541,21 @@ mod tests {
     #[test]
     fn sizes_and_validation() {
         let o = FbankOptions::default();
-        assert_eq!((o.window_size(), o.window_shift(), o.padded_window_size()), (400, 160, 512));
-        assert_eq!(FbankOptions::profile("modern80").unwrap().high_freq_hz(), 7600.0);
+        assert_eq!(
+            (o.window_size(), o.window_shift(), o.padded_window_size()),
+            (400, 160, 512)
+        );
+        assert_eq!(
+            FbankOptions::profile("modern80").unwrap().high_freq_hz(),
+            7600.0
+        );
         let mut bad = FbankOptions::default();
         bad.mel.high_freq = 9000.0;
-        assert!(bad.validate().unwrap_err().to_string().contains("high-freq"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("high-freq"));
         assert!(FbankOptions::profile("nope").is_err());
     }
 }

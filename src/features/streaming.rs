@@ -6,9 +6,9 @@
 //! frames reach past the end of the audio and are reflected there, so they come out only at
 //! [`StreamingFbank::finish`], when the length is known.
 
+use crate::error::Result;
 use crate::features::fbank::{first_sample_of_frame, num_frames, Fbank, FbankScratch};
 use crate::features::options::FbankOptions;
-use crate::error::Result;
 
 /// Incremental fbank over one utterance.
 pub struct StreamingFbank {
@@ -62,7 +62,10 @@ impl StreamingFbank {
     /// (`dim` values per frame, appended). Returns the number of frames written.
     /// Panics if called after [`StreamingFbank::finish`] (start a new stream with `reset`).
     pub fn accept(&mut self, chunk: &[f32], out: &mut Vec<f32>) -> usize {
-        assert!(!self.finished, "StreamingFbank::accept after finish; call reset() first");
+        assert!(
+            !self.finished,
+            "StreamingFbank::accept after finish; call reset() first"
+        );
         self.buffer.extend_from_slice(chunk);
         self.received += chunk.len();
         let len = self.fbank.options().window_size() as i64;
@@ -110,8 +113,19 @@ impl StreamingFbank {
         let dim = self.fbank.dim();
         let at = out.len();
         out.resize(at + dim, 0.0);
-        self.fbank.extract_window(&self.buffer, self.buffer_offset, self.received, start, &mut self.scratch.raw);
-        self.fbank.compute_frame(&mut self.scratch, self.next_frame, self.dither_seed, &mut out[at..]);
+        self.fbank.extract_window(
+            &self.buffer,
+            self.buffer_offset,
+            self.received,
+            start,
+            &mut self.scratch.raw,
+        );
+        self.fbank.compute_frame(
+            &mut self.scratch,
+            self.next_frame,
+            self.dither_seed,
+            &mut out[at..],
+        );
         self.next_frame += 1;
     }
 
@@ -138,7 +152,9 @@ mod tests {
 
     #[test]
     fn equals_offline_for_fixed_chunkings() {
-        let x: Vec<f32> = (0..5003).map(|i| ((i * 7919) % 1000) as f32 / 2000.0 - 0.25).collect();
+        let x: Vec<f32> = (0..5003)
+            .map(|i| ((i * 7919) % 1000) as f32 / 2000.0 - 0.25)
+            .collect();
         for profile in ["kaldi", "modern80"] {
             let o = FbankOptions::profile(profile).unwrap(); // with dither
             let f = Fbank::new(&o).unwrap();

@@ -15,7 +15,9 @@ pub fn window_function(frame_length: usize, opts: &FrameOptions) -> Vec<f32> {
                 WindowType::Hamming => 0.54 - 0.46 * (a * x).cos(),
                 WindowType::Povey => (0.5 - 0.5 * (a * x).cos()).powf(0.85),
                 WindowType::Rectangular => 1.0,
-                WindowType::Blackman => blackman - 0.5 * (a * x).cos() + (0.5 - blackman) * (2.0 * a * x).cos(),
+                WindowType::Blackman => {
+                    blackman - 0.5 * (a * x).cos() + (0.5 - blackman) * (2.0 * a * x).cos()
+                }
             };
             w as f32
         })
@@ -38,6 +40,9 @@ mod tests {
         assert!((w[0] - 0.08).abs() < 1e-6);
         o.window_type = WindowType::Blackman;
         let w = window_function(400, &o);
-        assert!(w[0].abs() < 1e-6, "blackman starts at 0.42 - 0.5 + 0.08 = 0");
+        assert!(
+            w[0].abs() < 1e-6,
+            "blackman starts at 0.42 - 0.5 + 0.08 = 0"
+        );
     }
 }

@@ -30,7 +30,11 @@ pub fn read_ctm(path: impl AsRef<Path>) -> Result<BTreeMap<String, Vec<PhoneSegm
             continue;
         }
         if f.len() < 5 {
-            return Err(Error::parse(path, i + 1, "expected 'utt-id channel start duration phone'"));
+            return Err(Error::parse(
+                path,
+                i + 1,
+                "expected 'utt-id channel start duration phone'",
+            ));
         }
         let num = |s: &str, what: &str| -> Result<f64> {
             match s.parse::<f64>() {
@@ -43,10 +47,21 @@ pub fn read_ctm(path: impl AsRef<Path>) -> Result<BTreeMap<String, Vec<PhoneSegm
         let phones = out.entry(f[0].to_string()).or_default();
         if let Some(prev) = phones.last() {
             if start + 1e-6 < prev.end {
-                return Err(Error::parse(path, i + 1, format!("phone starts at {start} before the previous one ends ({})", prev.end)));
+                return Err(Error::parse(
+                    path,
+                    i + 1,
+                    format!(
+                        "phone starts at {start} before the previous one ends ({})",
+                        prev.end
+                    ),
+                ));
             }
         }
-        phones.push(PhoneSegment { phone: f[4].to_string(), start, end: start + dur });
+        phones.push(PhoneSegment {
+            phone: f[4].to_string(),
+            start,
+            end: start + dur,
+        });
     }
     Ok(out)
 }
@@ -57,7 +72,10 @@ pub fn write_ctm(path: impl AsRef<Path>, utts: &BTreeMap<String, Vec<PhoneSegmen
         for (utt, phones) in utts {
             for p in phones {
                 // Round the ends, not the duration, so that rounded phones never overlap.
-                let (start, end) = ((p.start * 1000.0).round() / 1000.0, (p.end * 1000.0).round() / 1000.0);
+                let (start, end) = (
+                    (p.start * 1000.0).round() / 1000.0,
+                    (p.end * 1000.0).round() / 1000.0,
+                );
                 writeln!(w, "{utt} 1 {start:.3} {:.3} {}", end - start, p.phone)?;
             }
         }

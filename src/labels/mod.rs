@@ -19,7 +19,8 @@ pub mod tree_questions;
 
 pub use ctm::{read_ctm, write_ctm, PhoneSegment};
 pub use frame_labels::{
-    check_frame_counts, frame_phone_labels, ContextLabel, FrameCountReport, FrameGeometry, FrameLabel, FrameLabeler,
+    check_frame_counts, frame_phone_labels, ContextLabel, FrameCountReport, FrameGeometry,
+    FrameLabel, FrameLabeler,
 };
 pub use kaldi_ali::{read_alignments, write_alignments};
 pub use phones::{PhoneClass, PhoneSet};
@@ -40,6 +41,10 @@ pub struct PhoneLabel {
 impl PhoneLabel {
     /// The phone and its times, without the source line.
     pub fn to_segment(&self) -> PhoneSegment {
-        PhoneSegment { phone: self.phone.clone(), start: self.start, end: self.end }
+        PhoneSegment {
+            phone: self.phone.clone(),
+            start: self.start,
+            end: self.end,
+        }
     }
 }
