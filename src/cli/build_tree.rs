@@ -106,21 +106,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             set.len()
         );
     }
-    let store = FeatureStore::open(&args.feat_dir)
-        .with_context(|| format!("opening feature directory {}", args.feat_dir.display()))?;
-    let (geometry, assumed) = store_geometry(&store);
-    if assumed {
-        eprintln!(
-            "amdistill: note: {} has no fbank.json; assuming {} s frames with snip-edges",
-            args.feat_dir.display(),
-            geometry.length_s
-        );
-    }
     let ctm_path = args
         .ctm
         .clone()
         .unwrap_or_else(|| args.feat_dir.join("phones.ctm"));
-    let phone_times = read_phone_times(&ctm_path, &set)?;
+    let (store, geometry, phone_times) =
+        open_store_and_phone_times(&args.feat_dir, &ctm_path, &set)?;
     let labeler = FrameLabeler::new(&set, geometry).with_tolerance(args.tolerance);
 
     let grouping = match args.cmvn {
@@ -216,4 +207,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     eprintln!("{summary}");
     Ok(())
+}
+
+/// Opens a feature directory and reads the phone times in `ctm` to label it with: the common
+/// start of `build-tree` and `make-alignments`.
+pub(super) fn open_store_and_phone_times(
+    feat_dir: &std::path::Path,
+    ctm: &std::path::Path,
+    set: &amdistill::labels::PhoneSet,
+) -> anyhow::Result<(
+    FeatureStore,
+    amdistill::labels::frame_labels::FrameGeometry,
+    std::collections::BTreeMap<String, Vec<amdistill::labels::PhoneSegment>>,
+)> {
+    let store = FeatureStore::open(feat_dir)
+        .with_context(|| format!("opening feature directory {}", feat_dir.display()))?;
+    let (geometry, assumed) = store_geometry(&store);
+    if assumed {
+        eprintln!(
+            "amdistill: note: {} has no fbank.json; assuming {} s frames with snip-edges",
+            feat_dir.display(),
+            geometry.length_s
+        );
+    }
+    let phone_times = read_phone_times(ctm, set)?;
+    Ok((store, geometry, phone_times))
 }

@@ -12,13 +12,11 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 
 use amdistill::atomic::write_atomic;
-use amdistill::features::store::FeatureStore;
-use amdistill::labels::frame_labels::{read_phone_times, FrameLabeler, DEFAULT_FRAME_TOLERANCE};
+use amdistill::labels::frame_labels::{FrameLabeler, DEFAULT_FRAME_TOLERANCE};
 use amdistill::labels::kaldi_ali::write_alignments;
 use amdistill::labels::phones::PhoneSet;
 use amdistill::labels::senone_pipeline::{
-    align_corpus, check_tree_covers, skipped_lines, store_frame_counts, store_geometry,
-    AlignmentReport,
+    align_corpus, check_tree_covers, skipped_lines, store_frame_counts, AlignmentReport,
 };
 use amdistill::labels::tree::SenoneTree;
 use amdistill::progress::BatchSummary;
@@ -80,21 +78,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("reading the phone set of {}", args.tree_dir.display()))?;
     let tree = SenoneTree::load(args.tree_dir.join("tree"))?;
     check_tree_covers(&tree, &set)?;
-    let store = FeatureStore::open(&args.feat_dir)
-        .with_context(|| format!("opening feature directory {}", args.feat_dir.display()))?;
-    let (geometry, assumed) = store_geometry(&store);
-    if assumed {
-        eprintln!(
-            "amdistill: note: {} has no fbank.json; assuming {} s frames with snip-edges",
-            args.feat_dir.display(),
-            geometry.length_s
-        );
-    }
     let ctm_path = args
         .ctm
         .clone()
         .unwrap_or_else(|| args.feat_dir.join("phones.ctm"));
-    let phone_times = read_phone_times(&ctm_path, &set)?;
+    let (store, geometry, phone_times) =
+        super::build_tree::open_store_and_phone_times(&args.feat_dir, &ctm_path, &set)?;
     let labeler = FrameLabeler::new(&set, geometry).with_tolerance(args.tolerance);
     let feature_frames = store_frame_counts(&store);
 
