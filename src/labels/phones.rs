@@ -369,29 +369,13 @@ impl PhoneSet {
     /// The 48 folded TIMIT phones: `sil` (id 0) then alphabetical. `epi` is its own phone here
     /// (folded to `sil` only in the 39 set), counted with the silences.
     pub fn timit48() -> Self {
-        let mut rest: Vec<&str> = TIMIT_FOLDING
-            .iter()
-            .map(|t| t.1)
-            .filter(|p| !p.is_empty() && *p != "sil")
-            .collect();
-        rest.sort_unstable();
-        rest.dedup();
-        let mut phones = vec!["sil"];
-        phones.extend(rest);
+        let phones = sil_then_sorted(TIMIT_FOLDING.iter().map(|t| t.1));
         PhoneSet::new("timit48", &phones, &["sil", "epi"]).expect("built-in set is valid")
     }
 
     /// The 39 scoring classes of TIMIT: `sil` (id 0) then alphabetical.
     pub fn timit39() -> Self {
-        let mut rest: Vec<&str> = TIMIT_FOLDING
-            .iter()
-            .map(|t| t.2)
-            .filter(|p| !p.is_empty() && *p != "sil")
-            .collect();
-        rest.sort_unstable();
-        rest.dedup();
-        let mut phones = vec!["sil"];
-        phones.extend(rest);
+        let phones = sil_then_sorted(TIMIT_FOLDING.iter().map(|t| t.2));
         PhoneSet::new("timit39", &phones, &["sil"]).expect("built-in set is valid")
     }
 
@@ -699,6 +683,17 @@ impl PhoneSet {
         }
         Ok(())
     }
+}
+
+/// `sil` first, then the other distinct non-empty names in byte order: the layout of the
+/// folded TIMIT sets.
+fn sil_then_sorted<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut rest: Vec<&str> = names.filter(|p| !p.is_empty() && *p != "sil").collect();
+    rest.sort_unstable();
+    rest.dedup();
+    let mut phones = vec!["sil"];
+    phones.extend(rest);
+    phones
 }
 
 #[cfg(test)]
