@@ -31,6 +31,10 @@ pub mod corpus;
 pub mod error;
 pub mod features;
 pub mod labels;
+pub mod models;
+pub mod nn;
 pub mod progress;
+pub mod scoring;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -12,6 +12,7 @@ pub mod hts;
 pub mod kaldi_ali;
 pub mod phones;
 pub mod senone_pipeline;
+pub mod soft_targets;
 pub mod textgrid;
 pub mod timit;
 pub mod tree;

@@ -1,0 +1,1 @@
+//! Soft targets: the teacher's top-k logits per frame, stored compactly.

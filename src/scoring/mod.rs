@@ -1,0 +1,1 @@
+//! Scoring: frame accuracy, agreement, KL, per-phone accuracy; comparison tables and plots.

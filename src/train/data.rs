@@ -1,0 +1,1 @@
+//! Chunked, shuffled, prefetched training batches from a feature store and alignments.

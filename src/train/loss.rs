@@ -1,0 +1,1 @@
+//! Training losses: cross-entropy with label smoothing, knowledge distillation.
