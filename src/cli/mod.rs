@@ -46,6 +46,9 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
+        // candle's matrix multiplies size their thread count from this variable, not from
+        // rayon's global pool; set it before any model code runs.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
         if let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()

@@ -94,6 +94,9 @@ pub enum CmvnGrouping {
     /// Each speaker's utterances by the statistics of all of that speaker's utterances in the
     /// store; the map is `utt -> speaker` (utt2spk). Utterances it lacks are normalised alone.
     PerSpeaker(BTreeMap<String, String>),
+    /// Every utterance by one set of statistics, e.g. the training set's (what a streaming
+    /// model sees at run time: no speaker or utterance statistics exist there).
+    Global(CmvnStats),
 }
 
 /// Normalises features per utterance or speaker (Kaldi's `apply-cmvn`).
@@ -110,6 +113,7 @@ enum Grouping {
         group_of: HashMap<String, usize>,
         stats: Vec<CmvnStats>,
     },
+    Global(CmvnStats),
 }
 
 impl Normaliser {
@@ -128,6 +132,7 @@ impl Normaliser {
         let grouping = match grouping {
             CmvnGrouping::None => Grouping::None,
             CmvnGrouping::PerUtterance => Grouping::PerUtterance,
+            CmvnGrouping::Global(stats) => Grouping::Global(stats.clone()),
             CmvnGrouping::PerSpeaker(utt2spk) => {
                 let mut members: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
                 for u in store.utts() {
@@ -175,6 +180,7 @@ impl Normaliser {
         match &self.grouping {
             Grouping::None => Ok(()),
             Grouping::PerUtterance => own(feats),
+            Grouping::Global(stats) => stats.apply(feats, self.norm_vars),
             Grouping::PerSpeaker { group_of, stats } => match group_of.get(utt) {
                 Some(&i) => stats[i].apply(feats, self.norm_vars),
                 None => own(feats),

@@ -1088,6 +1088,27 @@ pub fn read_senones(path: impl AsRef<Path>) -> Result<Vec<SenoneInfo>> {
     Ok(out)
 }
 
+/// An identity string for a senone table: its size and a 64-bit FNV-1a hash of its lines
+/// (comments and blank lines ignored), e.g. `1000 senones fnv1a64:9c3e...`. Artefacts that
+/// depend on the senone set (models, soft targets, bundles) record it, and are refused with
+/// another table.
+pub fn senones_identity(path: impl AsRef<Path>) -> Result<String> {
+    let path = path.as_ref();
+    let n = read_senones(path)?.len();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        for b in line.bytes().chain(std::iter::once(b'\n')) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    Ok(format!("{n} senones fnv1a64:{h:016x}"))
+}
+
 /// A leaf-occupancy histogram bin: `leaves` leaves have `min <= frames < max`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OccupancyBin {
