@@ -7,6 +7,11 @@
 #         recipes/synth/data/fbank/<split>                  feature stores (Kaldi ark/scp) + cmvn
 #         recipes/synth/exp/tree                            senone tree, senones.txt, report
 #         recipes/synth/exp/ali/<split>/ali.txt             one senone per frame (ali-to-pdf shape)
+#         recipes/synth/exp/{teacher,student_hard,student_kd}  trained models (model.json, model.safetensors,
+#                                                            metrics.jsonl, checkpoints/)
+#         recipes/synth/exp/teacher/targets_train           the teacher's top-10 soft targets on train
+#         recipes/synth/exp/scores/<split>/<model>.json      frame accuracy, agreement, KL ...
+#         recipes/synth/exp/compare/<split>/                 compare.md/.csv, learning curves, accuracy vs size
 #         recipes/synth/exp/log/                            logs
 #
 # Usage: recipes/synth/run.sh [--stage N] [--stop-stage N] [--quick] [--hours H] [--num-leaves K]
@@ -26,6 +31,8 @@ quick=false
 hours=2.0
 seed=1
 num_leaves=1000
+quick_teacher=""
+quick_student=""
 min_occupancy=100
 positional=()
 parse_options "$@"
@@ -36,6 +43,9 @@ if [ "$quick" = true ]; then
   # A separate corpus, so quick and full runs never mix outputs or .done markers.
   hours=0.15; num_leaves=300; min_occupancy=40
   data=data/quick; exp=exp/quick
+  # Fewer epochs and a smaller teacher, so the whole quick run stays within a few minutes.
+  quick_teacher="--set train.epochs=3 --set model.hidden=512"
+  quick_student="--set train.epochs=3"
 fi
 amdistill="$root/target/release/amdistill"
 mkdir -p "$exp/log"
@@ -78,5 +88,57 @@ alignments() {
 }
 run_stage 5 "senone alignments for every split" alignments
 
-log "finished: features in $data/fbank, tree in $exp/tree, alignments in $exp/ali"
-log "teacher, students, distillation and export stages come with the next amdistill releases"
+train_set() {  # --set overrides that point a config at this run's data
+  echo --set "data.train=$data/fbank/train" --set "data.train_ali=$exp/ali/train/ali.txt" \
+       --set "data.valid=$data/fbank/dev" --set "data.valid_ali=$exp/ali/dev/ali.txt" \
+       --set "data.senones=$exp/tree/senones.txt"
+}
+
+teacher() {
+  "$amdistill" train conf/teacher.toml "$exp/teacher" --resume $(train_set) $quick_teacher 2>&1 | tee "$exp/log/train_teacher.log"
+}
+run_stage 6 "train the teacher (conf/teacher.toml)" teacher
+
+soft_targets() {
+  "$amdistill" dump-posteriors "$exp/teacher" "$data/fbank/train" "$exp/teacher/targets_train" --top-k 10 \
+    2>&1 | tee "$exp/log/dump_posteriors.log"
+}
+run_stage 7 "teacher soft targets on train (top-10 logits)" soft_targets
+
+student_hard() {
+  "$amdistill" train conf/student_hard.toml "$exp/student_hard" --resume $(train_set) $quick_student 2>&1 | tee "$exp/log/train_student_hard.log"
+}
+run_stage 8 "train the hard-label student (conf/student_hard.toml)" student_hard
+
+student_kd() {
+  "$amdistill" train conf/student_kd.toml "$exp/student_kd" --resume $(train_set) $quick_student \
+    --set "kd.targets=$exp/teacher/targets_train" 2>&1 | tee "$exp/log/train_student_kd.log"
+}
+run_stage 9 "train the KD student (conf/student_kd.toml)" student_kd
+
+score() {
+  for s in test test_unseen; do
+    for m in teacher student_hard student_kd; do
+      "$amdistill" score "$exp/$m" "$data/fbank/$s" "$exp/ali/$s/ali.txt" "$exp/scores/$s/$m.json" \
+        --teacher "$exp/teacher" --name "$m" 2>&1 | tee -a "$exp/log/score.log"
+    done
+  done
+}
+run_stage 10 "score teacher and students on test and test_unseen" score
+
+compare() {
+  for s in test test_unseen; do
+    "$amdistill" compare "$exp/scores/$s/teacher.json" "$exp/scores/$s/student_hard.json" \
+      "$exp/scores/$s/student_kd.json" --out "$exp/compare/$s" \
+      --curves "teacher=$exp/teacher/metrics.jsonl" --curves "student_hard=$exp/student_hard/metrics.jsonl" \
+      --curves "student_kd=$exp/student_kd/metrics.jsonl" > "$exp/log/compare_$s.log"
+  done
+}
+run_stage 11 "comparison tables and plots" compare
+
+for s in test test_unseen; do
+  if [ -f "$exp/compare/$s/compare.md" ]; then
+    echo "== $s =="; cat "$exp/compare/$s/compare.md"
+  fi
+done
+log "finished: tables and plots in $exp/compare/{test,test_unseen}, models in $exp/{teacher,student_hard,student_kd}"

@@ -14,6 +14,7 @@ mod fbank_args;
 mod import;
 mod make_alignments;
 mod synth_corpus;
+mod train;
 mod validate_data_dir;
 
 /// amdistill: distil large speech acoustic models into compact students.
@@ -38,6 +39,7 @@ enum Command {
     Import(import::Args),
     MakeAlignments(make_alignments::Args),
     SynthCorpus(synth_corpus::Args),
+    Train(train::Args),
     ValidateDataDir(validate_data_dir::Args),
 }
 
@@ -65,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Import(args) => import::run(args),
         Command::MakeAlignments(args) => make_alignments::run(args),
         Command::SynthCorpus(args) => synth_corpus::run(args),
+        Command::Train(args) => train::run(args),
         Command::ValidateDataDir(args) => validate_data_dir::run(args),
     };
     match result {

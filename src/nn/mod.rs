@@ -1,8 +1,17 @@
-//! Fast layers and optimisers over candle: the hot paths of training, fused where candle's
-//! generic kernels cost more than the arithmetic.
+//! Fast layers, losses and optimisers over candle: the hot paths of training, fused where
+//! candle's generic kernels cost more than the arithmetic (f32 on the CPU; other devices and
+//! dtypes fall back to candle's ops with the same meaning).
 
 pub mod adamw;
+pub mod init;
+mod kernels;
 pub mod linear;
+pub mod loss;
 
-pub use adamw::{AdamW, AdamWConfig};
+pub use init::seeded_var_builder;
+pub use adamw::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, AdamWState};
 pub use linear::{linear, Linear};
+pub use loss::{cross_entropy, kl_div_soft_targets, log_softmax_last};
+
+#[cfg(test)]
+mod tests;

@@ -15,6 +15,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
@@ -161,7 +162,7 @@ mod tests {
         save_safetensors(&path, &tensors, HashMap::new()).unwrap();
         let (t, _) = load_safetensors(&path, &Device::Cpu).unwrap();
         let e = load_vars(&sorted_vars(&two_layer(6)), &t, "", &path).unwrap_err();
-        assert!(e.to_string().contains("has shape [5, 4]"), "{e}");
+        assert!(e.to_string().contains("has shape [5]"), "{e}");
         assert!(e.to_string().contains("w.safetensors"), "{e}");
         std::fs::write(&path, b"garbage").unwrap();
         assert!(load_safetensors(&path, &Device::Cpu).is_err());

@@ -13,9 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, D};
-use candle_nn::{VarBuilder, VarMap};
-use rand::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
+use candle_nn::VarMap;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -115,9 +113,8 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
 
     // The model, initialised from the seed alone.
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    let vb = crate::nn::seeded_var_builder(&varmap, cfg.train.seed, DType::F32, &device);
     let model = cfg.model.build(dim, num_senones, vb).map_err(cerr("building the model"))?;
-    reinitialise(&varmap, cfg.train.seed)?;
     let vars = sorted_vars(&varmap);
     let summary = cfg.model.summary(dim, num_senones);
 
@@ -161,6 +158,9 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
         },
     )
     .map_err(cerr("creating the optimiser"))?;
+    if cfg.optim.max_grad_norm > 0.0 {
+        opt.set_max_grad_norm(Some(cfg.optim.max_grad_norm));
+    }
 
     let metrics_path = out.join("metrics.jsonl");
     let mut progress = Progress::default();
@@ -266,7 +266,8 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
                     out.join("checkpoints").display()
                 )));
             }
-            opt.step(&out_step.grads).map_err(cerr("optimiser step"))?;
+            let grads = out_step.grads.as_ref().expect("finite loss has gradients");
+            opt.step(grads).map_err(cerr("optimiser step"))?;
             progress.step += 1;
             model.after_step(progress.step).map_err(cerr("after-step constraint"))?;
             progress.batch_in_epoch += 1;
@@ -401,7 +402,8 @@ fn read_card(out: &Path) -> Result<ModelCard> {
 
 /// One step's outcome.
 struct StepOutput {
-    grads: candle_core::backprop::GradStore,
+    /// None when the loss is not finite (nothing to step with).
+    grads: Option<candle_core::backprop::GradStore>,
     loss: f64,
     soft: Option<f64>,
     hard: Option<f64>,
@@ -441,7 +443,13 @@ fn train_step(
     let labels_t = Tensor::from_vec(labels.clone(), n, device).map_err(&c)?;
     let (loss, soft, hard) = match distiller {
         None => {
-            let l = cross_entropy(&logits, &labels_t, cfg.optim.label_smoothing).map_err(&c)?;
+            // The fused kernel (one pass, gradient ready) where no smoothing is asked for.
+            let l = if cfg.optim.label_smoothing == 0.0 {
+                crate::nn::cross_entropy(&logits, &labels_t)
+            } else {
+                cross_entropy(&logits, &labels_t, cfg.optim.label_smoothing)
+            }
+            .map_err(&c)?;
             (l, None, None)
         }
         Some(d) => {
@@ -453,9 +461,9 @@ fn train_step(
     let pred: Vec<u32> = logits.argmax(D::Minus1).and_then(|p| p.to_vec1()).map_err(&c)?;
     let correct = pred.iter().zip(&labels).filter(|(a, b)| a == b).count() as u64;
     let grads = if loss_value.is_finite() {
-        loss.backward().map_err(&c)?
+        Some(loss.backward().map_err(&c)?)
     } else {
-        candle_core::backprop::GradStore::new()
+        None
     };
     Ok(StepOutput {
         grads,
@@ -605,33 +613,6 @@ fn report_skipped(what: &Path, skipped: &[String], quiet: bool) {
     if skipped.len() > 20 {
         eprintln!("  ... and {} more", skipped.len() - 20);
     }
-}
-
-/// Redraws every variable from a seeded generator with the mean and spread candle's own
-/// initialisation gave it, so initial weights depend on the seed alone (candle's CPU
-/// generator cannot be seeded). Constant variables (biases at 0, norm scales at 1) stay.
-fn reinitialise(varmap: &VarMap, seed: u64) -> Result<()> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let c = cerr("initialising weights");
-    for (_, var) in sorted_vars(varmap) {
-        let v: Vec<f32> = var.flatten_all().and_then(|t| t.to_vec1()).map_err(&c)?;
-        let n = v.len() as f64;
-        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n.max(1.0);
-        let var_ = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n.max(1.0);
-        if var_ <= 0.0 {
-            continue;
-        }
-        let std = var_.sqrt();
-        let new: Vec<f32> = (0..v.len())
-            .map(|_| {
-                let z: f64 = StandardNormal.sample(&mut rng);
-                (mean + std * z) as f32
-            })
-            .collect();
-        let t = Tensor::from_vec(new, var.dims(), var.device()).map_err(&c)?;
-        var.set(&t).map_err(&c)?;
-    }
-    Ok(())
 }
 
 fn save_weights(path: &Path, vars: &[(String, candle_core::Var)], card: &ModelCard) -> Result<()> {

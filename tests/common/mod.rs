@@ -195,7 +195,7 @@ pub fn small_pipeline(root: &Path, n_train: usize, n_dev: usize) -> (PathBuf, Pa
     let train = feature_dir(root, "train", 11, n_train, TRAIN_PHONES);
     let dev = feature_dir(root, "dev", 12, n_dev, TRAIN_PHONES);
     let tree = root.join("tree");
-    ok(&["build-tree", s(&train), s(&tree), "--min-occupancy", "20", "--num-leaves", "60"]);
+    ok(&["build-tree", s(&train), s(&tree), "--min-occupancy", "10", "--num-leaves", "150"]);
     let mut alis = Vec::new();
     for (name, feat) in [("train", &train), ("dev", &dev)] {
         let dir = root.join("ali").join(name);

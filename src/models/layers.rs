@@ -1,0 +1,187 @@
+//! Pieces the architectures share: time splicing, normalisation over the feature axis of
+//! `[batch, frames, dim]`, input checks and the analytic cost counter.
+
+use candle_core::{bail, Module, ModuleT, Result, Tensor};
+use candle_nn::{BatchNorm, BatchNormConfig, Dropout, LayerNorm, VarBuilder};
+
+use super::Context;
+
+/// Batch-norm settings (PyTorch's; Kaldi's batchnorm uses the same running-average idea).
+pub(crate) const BN_EPS: f64 = 1e-5;
+pub(crate) const BN_MOMENTUM: f64 = 0.1;
+const LN_EPS: f64 = 1e-5;
+
+/// Parameters and multiply-accumulates per output frame, summed layer by layer.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Cost {
+    pub params: usize,
+    pub macs: usize,
+}
+
+impl Cost {
+    /// A fully connected layer `in_dim -> out_dim` applied once per output frame.
+    pub fn linear(&mut self, in_dim: usize, out_dim: usize, bias: bool) {
+        self.params += in_dim * out_dim + if bias { out_dim } else { 0 };
+        self.macs += in_dim * out_dim;
+    }
+    /// A batch or layer norm over `dim` features: scale and shift.
+    pub fn norm(&mut self, dim: usize) {
+        self.params += 2 * dim;
+    }
+}
+
+/// The frames each side that offsets such as `[-3, 0, 3]` reach: `(max(0, -min), max(0, max))`.
+pub(crate) fn extent(offsets: &[i32]) -> (usize, usize) {
+    let min = offsets.iter().copied().min().unwrap_or(0);
+    let max = offsets.iter().copied().max().unwrap_or(0);
+    ((-min).max(0) as usize, max.max(0) as usize)
+}
+
+/// `[batch, t_in, dim] -> [batch, t_in - left - right, offsets.len() * dim]`: output frame `t`
+/// is the concatenation of input frames `t + left + o` for each offset `o` (in order); every
+/// offset must lie in `[-left, right]`. The im2col of a (dilated) 1-D convolution, kept as
+/// narrow + cat so that irregular offsets work and the product after it is one gemm.
+pub(crate) fn splice(xs: &Tensor, offsets: &[i32], left: usize, right: usize) -> Result<Tensor> {
+    let t_in = xs.dim(1)?;
+    if t_in < left + right + 1 {
+        bail!("splice: {t_in} frames in, {left} + {right} of context leave none");
+    }
+    let t_out = t_in - left - right;
+    let narrow = |o: i32| xs.narrow(1, (left as i64 + o as i64) as usize, t_out);
+    if let [o] = offsets {
+        return narrow(*o);
+    }
+    let parts = offsets
+        .iter()
+        .map(|&o| narrow(o))
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&parts, 2)
+}
+
+/// Checks `xs` is `[batch, frames + ctx.left + ctx.right, feat_dim]` with at least one frame
+/// to label; returns the frames labelled.
+pub(crate) fn check_input(
+    xs: &Tensor,
+    model: &str,
+    feat_dim: usize,
+    ctx: Context,
+) -> Result<usize> {
+    let (_, t_in, f) = match xs.dims3() {
+        Ok(d) => d,
+        Err(_) => bail!(
+            "{model}: input must be [batch, frames, {feat_dim}], got {:?}",
+            xs.shape()
+        ),
+    };
+    if f != feat_dim {
+        bail!("{model}: input has {f} features per frame, the model takes {feat_dim}");
+    }
+    if t_in <= ctx.total() {
+        bail!(
+            "{model}: {t_in} input frames, but the model needs {} of context ({} left, {} right) plus at least one",
+            ctx.total(),
+            ctx.left,
+            ctx.right
+        );
+    }
+    Ok(t_in - ctx.total())
+}
+
+/// Batch norm or layer norm over the last axis of `[..., dim]`.
+#[derive(Debug, Clone)]
+pub(crate) enum NormLayer {
+    Batch(BatchNorm),
+    Layer(LayerNorm),
+}
+
+impl NormLayer {
+    /// Batch norm (`weight`, `bias`, `running_mean`, `running_var` under `vb`).
+    pub fn batch(dim: usize, vb: VarBuilder) -> Result<Self> {
+        let cfg = BatchNormConfig {
+            eps: BN_EPS,
+            remove_mean: true,
+            affine: true,
+            momentum: BN_MOMENTUM,
+        };
+        Ok(NormLayer::Batch(candle_nn::batch_norm(dim, cfg, vb)?))
+    }
+
+    /// Layer norm (`weight`, `bias` under `vb`).
+    pub fn layer(dim: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(NormLayer::Layer(candle_nn::layer_norm(dim, LN_EPS, vb)?))
+    }
+
+    /// `[..., dim] -> [..., dim]`; batch norm uses (and updates the running averages with) the
+    /// statistics of every frame in the batch when `train`.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            NormLayer::Batch(bn) if !train => {
+                // Inference: the running statistics fold into one scale and shift per
+                // channel, two passes over the activations instead of candle's four.
+                let inv_std = (bn.running_var().detach() + bn.eps())?.sqrt()?.recip()?;
+                let (scale, shift) = match bn.weight_and_bias() {
+                    Some((w, b)) => {
+                        let scale = (inv_std * w)?;
+                        let shift = (b - (bn.running_mean().detach() * &scale)?)?;
+                        (scale, shift)
+                    }
+                    None => (
+                        inv_std.clone(),
+                        (bn.running_mean().detach() * &inv_std)?.neg()?,
+                    ),
+                };
+                xs.broadcast_mul(&scale)?.broadcast_add(&shift)
+            }
+            NormLayer::Batch(bn) => {
+                // candle's batch norm wants the channels on axis 1: fold batch and time.
+                let dims = xs.dims().to_vec();
+                let dim = *dims.last().expect("norm input has a feature axis");
+                let flat = xs.reshape(((), dim))?;
+                bn.forward_t(&flat, true)?.reshape(dims)
+            }
+            NormLayer::Layer(ln) => ln.forward(xs),
+        }
+    }
+}
+
+/// Dropout with rate `p`; `None` when `p == 0` so inference and p = 0 training skip it.
+pub(crate) fn dropout(p: f64) -> Option<Dropout> {
+    (p > 0.0).then(|| Dropout::new(p as f32))
+}
+
+/// Applies `d` when training.
+pub(crate) fn apply_dropout(d: &Option<Dropout>, xs: Tensor, train: bool) -> Result<Tensor> {
+    match d {
+        Some(d) if train => d.forward_t(&xs, true),
+        _ => Ok(xs),
+    }
+}
+
+/// `Err` naming `key` unless `0 <= p < 1`.
+pub(crate) fn check_rate(key: &str, p: f64) -> std::result::Result<(), String> {
+    if (0.0..1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(format!("{key} = {p} must be in [0, 1)"))
+    }
+}
+
+/// `Err` naming `key` when `v == 0`.
+pub(crate) fn check_positive(key: &str, v: usize) -> std::result::Result<(), String> {
+    if v == 0 {
+        Err(format!("{key} must be positive"))
+    } else {
+        Ok(())
+    }
+}
+
+/// `Err` unless `offsets` is non-empty and strictly increasing.
+pub(crate) fn check_offsets(key: &str, offsets: &[i32]) -> std::result::Result<(), String> {
+    if offsets.is_empty() {
+        return Err(format!("{key} is empty"));
+    }
+    if offsets.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(format!("{key} = {offsets:?} must be strictly increasing"));
+    }
+    Ok(())
+}
