@@ -39,7 +39,11 @@ const TORCH: [(&str, f64, f64); 5] = [
 const ROWS: [(&str, &str, usize); 5] = [
     ("teacher_train", "teacher train (CE + AdamW)", BATCH),
     ("teacher_infer", "teacher inference", BATCH),
-    ("kd_excl", "student KD train, teacher logits precomputed", BATCH),
+    (
+        "kd_excl",
+        "student KD train, teacher logits precomputed",
+        BATCH,
+    ),
     ("student_b1", "student inference, streaming", 1),
     ("student_b512", "student inference", BATCH),
 ];
@@ -85,7 +89,10 @@ impl Mlp {
             });
             d = o;
         }
-        Ok(Mlp { layers, vars: vm.all_vars() })
+        Ok(Mlp {
+            layers,
+            vars: vm.all_vars(),
+        })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -113,9 +120,18 @@ impl Opt {
         Ok(match imp {
             Impl::Candle => Opt::Candle(candle_nn::AdamW::new(
                 vars,
-                candle_nn::ParamsAdamW { lr: 1e-3, ..Default::default() },
+                candle_nn::ParamsAdamW {
+                    lr: 1e-3,
+                    ..Default::default()
+                },
             )?),
-            Impl::Ours => Opt::Ours(fnn::AdamW::new(vars, fnn::AdamWConfig { lr: 1e-3, ..Default::default() })?),
+            Impl::Ours => Opt::Ours(fnn::AdamW::new(
+                vars,
+                fnn::AdamWConfig {
+                    lr: 1e-3,
+                    ..Default::default()
+                },
+            )?),
         })
     }
     fn step(&mut self, g: &candle_core::backprop::GradStore) -> Result<()> {
@@ -140,7 +156,9 @@ fn kd_loss(imp: Impl, s: &Tensor, t: &Tensor, labels: &Tensor) -> Result<Tensor>
             let ls = candle_nn::ops::log_softmax(&(s / TEMP)?, D::Minus1)?;
             let lt = candle_nn::ops::log_softmax(&(t / TEMP)?, D::Minus1)?;
             let n = s.dim(0)? as f64;
-            (lt.exp()? * (lt - ls)?)?.sum_all()?.affine(TEMP * TEMP / n, 0.0)?
+            (lt.exp()? * (lt - ls)?)?
+                .sum_all()?
+                .affine(TEMP * TEMP / n, 0.0)?
         }
         Impl::Ours => fnn::kl_div_soft_targets(s, t, TEMP)?,
     };
@@ -191,7 +209,9 @@ fn data() -> Result<Data> {
     let mut xs = Vec::new();
     let mut ys = Vec::new();
     for _ in 0..POOL {
-        let x: Vec<f32> = (0..BATCH * IN_DIM).map(|_| r.gen_range(-1.7f32..1.7)).collect();
+        let x: Vec<f32> = (0..BATCH * IN_DIM)
+            .map(|_| r.gen_range(-1.7f32..1.7))
+            .collect();
         let y: Vec<u32> = (0..BATCH).map(|_| r.gen_range(0..SENONES as u32)).collect();
         xs.push(Tensor::from_vec(x, (BATCH, IN_DIM), &Device::Cpu)?);
         ys.push(Tensor::from_vec(y, BATCH, &Device::Cpu)?);
@@ -201,7 +221,12 @@ fn data() -> Result<Data> {
 }
 
 /// All rows for one implementation in the current thread pool: key -> (frames/s, s/step).
-fn bench(imp: Impl, d: &Data, seconds: f64, breakdown: bool) -> Result<Vec<(&'static str, (f64, f64))>> {
+fn bench(
+    imp: Impl,
+    d: &Data,
+    seconds: f64,
+    breakdown: bool,
+) -> Result<Vec<(&'static str, (f64, f64))>> {
     let mut res = Vec::new();
     let mut it = 0usize;
     let mut nxt = move || {
@@ -251,7 +276,10 @@ fn bench(imp: Impl, d: &Data, seconds: f64, breakdown: bool) -> Result<Vec<(&'st
     };
     res.push(("teacher_infer", measure(&mut step, BATCH, seconds, 3, 3)?));
 
-    let cache: Vec<Tensor> = d.xs.iter().map(|x| teacher.forward(x).map(|t| t.detach())).collect::<Result<_>>()?;
+    let cache: Vec<Tensor> =
+        d.xs.iter()
+            .map(|x| teacher.forward(x).map(|t| t.detach()))
+            .collect::<Result<_>>()?;
     let mut opt_s = Opt::new(imp, student.vars.clone())?;
     let mut step = || -> Result<()> {
         let i = nxt();
@@ -317,7 +345,10 @@ fn run(argv: Vec<String>) -> Result<()> {
     let mut results = Vec::new();
     for &n in &threads {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().expect("rayon pool");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .expect("rayon pool");
         let mut per = Vec::new();
         for &imp in &imps {
             println!("== {} threads, {}", n, imp.label());
@@ -341,12 +372,19 @@ fn run(argv: Vec<String>) -> Result<()> {
     println!("frames/s (best of 4 windows, {seconds} s per figure)");
     println!();
     println!("| {} |", head.join(" | "));
-    println!("|{}|", head.iter().map(|_| "---").collect::<Vec<_>>().join("|"));
+    println!(
+        "|{}|",
+        head.iter().map(|_| "---").collect::<Vec<_>>().join("|")
+    );
     for (key, label, batch) in ROWS {
         let mut row = vec![label.to_string(), batch.to_string()];
         for (ti, &n) in threads.iter().enumerate() {
             for per in &results[ti] {
-                let fps = per.iter().find(|(k, _)| *k == key).map(|(_, v)| v.0).unwrap_or(f64::NAN);
+                let fps = per
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v.0)
+                    .unwrap_or(f64::NAN);
                 row.push(format!("{fps:.0}"));
             }
             let t = TORCH.iter().find(|(k, _, _)| *k == key).expect("peer row");

@@ -50,8 +50,12 @@ fn hand_example() -> (Scorer, Score) {
     let u3 = [0.2, 0.4, 0.1, 0.3];
     // u1 as raw logits (log-posteriors + 100): the softmax, hence every figure, is the same.
     let u1_logits: Vec<f32> = ln(&u1).iter().map(|x| x + 100.0).collect();
-    scorer.add("u1", &u1_logits, 2, &[0, 1], Some(&ln(&t1))).unwrap();
-    scorer.add("u2", &ln(&u2), 2, &[3, 2], Some(&ln(&u2))).unwrap();
+    scorer
+        .add("u1", &u1_logits, 2, &[0, 1], Some(&ln(&t1)))
+        .unwrap();
+    scorer
+        .add("u2", &ln(&u2), 2, &[3, 2], Some(&ln(&u2)))
+        .unwrap();
     scorer.add("u3", &ln(&u3), 1, &[0], None).unwrap();
     let score = scorer.finish();
     (scorer, score)
@@ -139,19 +143,36 @@ fn score_json_round_trips_and_report_shows_percentages() {
     // serde_json's float parsing may be off from the written value in the last bit; counts,
     // names and the exact fractions come back as they were.
     assert_eq!(
-        (&back.model, &back.phones, &back.confusions, back.nonsil.frames),
+        (
+            &back.model,
+            &back.phones,
+            &back.confusions,
+            back.nonsil.frames
+        ),
         (&s.model, &s.phones, &s.confusions, s.nonsil.frames)
     );
     assert!(close(back.all.kl, s.all.kl.unwrap()));
-    assert!(close(back.nonsil.cross_entropy, s.nonsil.cross_entropy.unwrap()));
+    assert!(close(
+        back.nonsil.cross_entropy,
+        s.nonsil.cross_entropy.unwrap()
+    ));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(json["all"]["frame_acc"].as_f64(), Some(0.4));
     assert_eq!(json["model"]["rtf"], serde_json::Value::Null);
     let report = s.report();
-    assert!(report.contains("| frame accuracy % | 40.00 | 33.33 |"), "{report}");
-    assert!(report.contains("| top-2 accuracy % | 80.00 | 100.00 |"), "{report}");
-    assert!(report.contains("| sil (sil) | 2 | 50.00 | 50.00 |"), "{report}");
+    assert!(
+        report.contains("| frame accuracy % | 40.00 | 33.33 |"),
+        "{report}"
+    );
+    assert!(
+        report.contains("| top-2 accuracy % | 80.00 | 100.00 |"),
+        "{report}"
+    );
+    assert!(
+        report.contains("| sil (sil) | 2 | 50.00 | 50.00 |"),
+        "{report}"
+    );
 }
 
 #[test]
@@ -175,7 +196,9 @@ fn timit_phone_accuracy_after_folding_61_to_39() {
         logits[f * s_count + pred] = 5.0;
     }
     let labels: Vec<u32> = pairs.iter().map(|p| p.0).collect();
-    scorer.add("si1", &logits, pairs.len(), &labels, None).unwrap();
+    scorer
+        .add("si1", &logits, pairs.len(), &labels, None)
+        .unwrap();
     let s = scorer.finish();
     assert_eq!(s.all.frames, 6);
     assert!(close(s.all.phone_acc, 0.0));
@@ -188,9 +211,15 @@ fn timit_phone_accuracy_after_folding_61_to_39() {
     // Only the h# label is silence for the unfolded figures (bcl and q are not).
     assert_eq!(s.nonsil.frames, 5);
 
-    let err = Scorer::new(vec!["h#".into(), "xyz".into()], ScoreConfig { fold39: true, ..ScoreConfig::default() })
-        .unwrap_err()
-        .to_string();
+    let err = Scorer::new(
+        vec!["h#".into(), "xyz".into()],
+        ScoreConfig {
+            fold39: true,
+            ..ScoreConfig::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("xyz"), "{err}");
     // The TIMIT sets switch folding on.
     assert!(ScoreConfig::for_phone_set(&PhoneSet::timit61()).fold39);
@@ -208,7 +237,10 @@ fn senone_map_from_senones_txt() {
     assert_eq!(map, vec!["sil".to_string(), first.clone(), first]);
     std::fs::write(&path, "0 999 0 10 *\n").unwrap();
     let err = senone_phones(&read_senones(&path).unwrap(), &PhoneSet::arpabet()).unwrap_err();
-    assert!(err.to_string().contains("senone 0 has phone id 999"), "{err}");
+    assert!(
+        err.to_string().contains("senone 0 has phone id 999"),
+        "{err}"
+    );
 }
 
 /// Two score files: the hand example with full model facts, and a teacher-less score
@@ -275,10 +307,18 @@ fn compare_table_from_two_score_files() {
     assert_eq!(table.csv(), GOLDEN_CSV, "\n{}", table.csv());
     let out = dir.path().join("cmp");
     table.write(&out).unwrap();
-    assert_eq!(std::fs::read_to_string(out.join("compare.md")).unwrap(), GOLDEN_MD);
-    assert_eq!(std::fs::read_to_string(out.join("compare.csv")).unwrap(), GOLDEN_CSV);
+    assert_eq!(
+        std::fs::read_to_string(out.join("compare.md")).unwrap(),
+        GOLDEN_MD
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("compare.csv")).unwrap(),
+        GOLDEN_CSV
+    );
     let renamed = ScoredModel::load(&pa, Some("x,y")).unwrap();
-    assert!(CompareTable::new(&[renamed]).csv().contains("\n\"x,y\",1234567,"));
+    assert!(CompareTable::new(&[renamed])
+        .csv()
+        .contains("\n\"x,y\",1234567,"));
 }
 
 /// Checks the PNG signature and the IHDR chunk (size), and that the file ends with IEND.
@@ -290,17 +330,29 @@ fn check_png(path: &Path) {
     let h = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
     assert_eq!((w, h), PLOT_SIZE);
     assert_eq!(&bytes[bytes.len() - 8..bytes.len() - 4], b"IEND");
-    assert!(bytes.len() > 5_000, "a plot, not a blank image: {} bytes", bytes.len());
+    assert!(
+        bytes.len() > 5_000,
+        "a plot, not a blank image: {} bytes",
+        bytes.len()
+    );
 }
 
 fn check_plot(files: &amdistill::scoring::plots::PlotFiles, title: &str) {
     let svg = std::fs::read_to_string(&files.svg).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains(title), "{}", files.svg.display());
+    assert!(
+        svg.starts_with("<svg") && svg.contains(title),
+        "{}",
+        files.svg.display()
+    );
     match &files.png {
         Some(png) => check_png(png),
         None => {
             assert!(register_font().is_none());
-            assert!(files.warning.as_ref().unwrap().contains("fonts-dejavu-core"));
+            assert!(files
+                .warning
+                .as_ref()
+                .unwrap()
+                .contains("fonts-dejavu-core"));
         }
     }
 }
@@ -357,7 +409,10 @@ fn learning_curves_and_size_plots_are_written() {
     let files = write_accuracy_vs_size(&models, &out).unwrap();
     check_plot(&files, "Frame accuracy against model size");
     let svg = std::fs::read_to_string(&files.svg).unwrap();
-    assert!(svg.contains("tdnn-small") && svg.contains("big"), "point labels");
+    assert!(
+        svg.contains("tdnn-small") && svg.contains("big"),
+        "point labels"
+    );
     // No temporaries left behind.
     let names: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
@@ -401,5 +456,8 @@ fn compare_command_writes_table_and_plots() {
         out: None,
         curves: vec![],
     };
-    assert!(compare_cli::run(bad).unwrap_err().to_string().contains("--names"));
+    assert!(compare_cli::run(bad)
+        .unwrap_err()
+        .to_string()
+        .contains("--names"));
 }

@@ -22,7 +22,15 @@ fn corpus() -> Corpus {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     let (train, train_ali, dev, dev_ali, tree) = small_pipeline(&root, 40, 8);
-    Corpus { _tmp: tmp, root, train, train_ali, dev, dev_ali, tree }
+    Corpus {
+        _tmp: tmp,
+        root,
+        train,
+        train_ali,
+        dev,
+        dev_ali,
+        tree,
+    }
 }
 
 /// A config over `c` with `model` (a TOML [model] body) and extra sections.
@@ -63,8 +71,15 @@ fn assert_same_weights(a: &Path, b: &Path) {
     assert_eq!(wa.len(), wb.len());
     for ((na, va), (nb, vb)) in wa.iter().zip(&wb) {
         assert_eq!(na, nb);
-        let max = va.iter().zip(vb).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-        assert!(max == 0.0, "{na}: resumed run differs from an uninterrupted one by up to {max}");
+        let max = va
+            .iter()
+            .zip(vb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            max == 0.0,
+            "{na}: resumed run differs from an uninterrupted one by up to {max}"
+        );
     }
 }
 
@@ -95,9 +110,17 @@ fn trains_resumes_exactly_and_refuses_mismatches() {
     let first = epochs[0]["valid_acc"].as_f64().unwrap();
     let last = epochs[2]["valid_acc"].as_f64().unwrap();
     let chance = 1.0 / 150.0;
-    assert!(last > 5.0 * chance, "validation accuracy {last} barely above chance");
+    assert!(
+        last > 5.0 * chance,
+        "validation accuracy {last} barely above chance"
+    );
     assert!(last >= first, "accuracy fell: {first} -> {last}");
-    for f in ["model.json", "model.safetensors", "senones.txt", "train.toml"] {
+    for f in [
+        "model.json",
+        "model.safetensors",
+        "senones.txt",
+        "train.toml",
+    ] {
         assert!(full.join(f).exists(), "{f} missing");
     }
 
@@ -107,7 +130,16 @@ fn trains_resumes_exactly_and_refuses_mismatches() {
 
     // Stopped after 12 steps (as a kill would, past the checkpoint at 10), then resumed.
     let part = c.root.join("part");
-    ok(&["--threads", "1", "train", s(&cfg), s(&part), "--quiet", "--set", "train.max_steps=12"]);
+    ok(&[
+        "--threads",
+        "1",
+        "train",
+        s(&cfg),
+        s(&part),
+        "--quiet",
+        "--set",
+        "train.max_steps=12",
+    ]);
     // A killed run leaves no "finished" mark: resume from the step-10 checkpoint.
     let cks: Vec<PathBuf> = std::fs::read_dir(part.join("checkpoints"))
         .unwrap()
@@ -118,7 +150,15 @@ fn trains_resumes_exactly_and_refuses_mismatches() {
             std::fs::remove_file(ck).unwrap();
         }
     }
-    ok(&["--threads", "1", "train", s(&cfg), s(&part), "--quiet", "--resume"]);
+    ok(&[
+        "--threads",
+        "1",
+        "train",
+        s(&cfg),
+        s(&part),
+        "--quiet",
+        "--resume",
+    ]);
     assert_same_weights(&full, &part);
     assert_eq!(epoch_lines(&full), epoch_lines(&part));
 
@@ -128,7 +168,12 @@ fn trains_resumes_exactly_and_refuses_mismatches() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already finished"));
 
     // Another architecture's checkpoint is refused, naming the weight.
-    let cfg2 = write_config(&c, "dnn_wide", "type = \"dnn\"\nhidden = 96\nlayers = 2\nsplice = 2", LOOP);
+    let cfg2 = write_config(
+        &c,
+        "dnn_wide",
+        "type = \"dnn\"\nhidden = 96\nlayers = 2\nsplice = 2",
+        LOOP,
+    );
     let out = amdistill(&["train", s(&cfg2), s(&part), "--resume", "--quiet"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

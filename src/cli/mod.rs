@@ -7,12 +7,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod build_tree;
+mod compare;
 mod compute_cmvn;
 mod compute_fbank;
 mod copy_feats;
+mod dump_posteriors;
 mod fbank_args;
 mod import;
 mod make_alignments;
+mod score;
 mod synth_corpus;
 mod train;
 mod validate_data_dir;
@@ -35,9 +38,12 @@ enum Command {
     BuildTree(build_tree::Args),
     ComputeCmvn(compute_cmvn::Args),
     ComputeFbank(compute_fbank::Args),
+    Compare(compare::Args),
     CopyFeats(copy_feats::Args),
+    DumpPosteriors(dump_posteriors::Args),
     Import(import::Args),
     MakeAlignments(make_alignments::Args),
+    Score(score::Args),
     SynthCorpus(synth_corpus::Args),
     Train(train::Args),
     ValidateDataDir(validate_data_dir::Args),
@@ -63,9 +69,12 @@ pub fn main() -> ExitCode {
         Command::BuildTree(args) => build_tree::run(args),
         Command::ComputeCmvn(args) => compute_cmvn::run(args),
         Command::ComputeFbank(args) => compute_fbank::run(args),
+        Command::Compare(args) => compare::run(args),
         Command::CopyFeats(args) => copy_feats::run(args),
+        Command::DumpPosteriors(args) => dump_posteriors::run(args),
         Command::Import(args) => import::run(args),
         Command::MakeAlignments(args) => make_alignments::run(args),
+        Command::Score(args) => score::run(args),
         Command::SynthCorpus(args) => synth_corpus::run(args),
         Command::Train(args) => train::run(args),
         Command::ValidateDataDir(args) => validate_data_dir::run(args),

@@ -14,7 +14,9 @@
 
 use std::cell::RefCell;
 
-use candle_core::{backprop::GradStore, bail, CpuStorage, DType, InplaceOp2, Layout, Result, Tensor, Var};
+use candle_core::{
+    backprop::GradStore, bail, CpuStorage, DType, InplaceOp2, Layout, Result, Tensor, Var,
+};
 use rayon::prelude::*;
 
 use super::kernels::{with_f32, CHUNK};
@@ -75,13 +77,26 @@ impl AdamW {
             .map(|v| {
                 Ok(if is_host(v) {
                     let n = v.elem_count();
-                    Moments::Host { m: vec![0.0; n], v: vec![0.0; n] }
+                    Moments::Host {
+                        m: vec![0.0; n],
+                        v: vec![0.0; n],
+                    }
                 } else {
-                    Moments::Device { m: v.zeros_like()?, v: v.zeros_like()? }
+                    Moments::Device {
+                        m: v.zeros_like()?,
+                        v: v.zeros_like()?,
+                    }
                 })
             })
             .collect::<Result<_>>()?;
-        Ok(AdamW { vars, moments, cfg, step: 0, max_grad_norm: None, last_grad_norm: None })
+        Ok(AdamW {
+            vars,
+            moments,
+            cfg,
+            step: 0,
+            max_grad_norm: None,
+            last_grad_norm: None,
+        })
     }
     /// Sets the learning rate for the next steps (schedules call this every step).
     pub fn set_lr(&mut self, lr: f64) {
@@ -119,11 +134,17 @@ impl AdamW {
         self.step += 1;
         let c = Coefs::new(&self.cfg, self.step, scale);
         for (var, mom) in self.vars.iter().zip(self.moments.iter_mut()) {
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
             match mom {
                 Moments::Host { m, v } => {
                     let g = g.contiguous()?;
-                    let op = FusedStep { m: RefCell::new(m), v: RefCell::new(v), c };
+                    let op = FusedStep {
+                        m: RefCell::new(m),
+                        v: RefCell::new(v),
+                        c,
+                    };
                     var.as_tensor().inplace_op2(&g, &op)?;
                 }
                 Moments::Device { m, v } => {
@@ -162,7 +183,11 @@ impl AdamW {
                 }
             }
         }
-        AdamWState { step: self.step, m, v }
+        AdamWState {
+            step: self.step,
+            m,
+            v,
+        }
     }
 
     /// Restores a state from [`AdamW::state`] (same variables, same order).
@@ -217,7 +242,9 @@ fn clip_coef(norm: f64, max: f64) -> f64 {
 pub fn grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
     let mut sq = 0f64;
     for var in vars {
-        let Some(g) = grads.get(var.as_tensor()) else { continue };
+        let Some(g) = grads.get(var.as_tensor()) else {
+            continue;
+        };
         sq += if g.device().is_cpu() && g.dtype() == DType::F32 {
             let g = g.contiguous()?;
             with_f32(&g, "grad_norm", |s| {
@@ -237,7 +264,10 @@ pub fn grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
                     .sum::<f64>())
             })?
         } else {
-            g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?
+            g.to_dtype(DType::F64)?
+                .sqr()?
+                .sum_all()?
+                .to_scalar::<f64>()?
         };
     }
     Ok(sq.sqrt())
@@ -305,10 +335,19 @@ impl InplaceOp2 for FusedStep<'_> {
     fn name(&self) -> &'static str {
         "amdistill-adamw"
     }
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
         let (a, b) = match l1.contiguous_offsets() {
             Some(o) => o,
-            None => bail!("AdamW: parameter must be contiguous (strides {:?})", l1.stride()),
+            None => bail!(
+                "AdamW: parameter must be contiguous (strides {:?})",
+                l1.stride()
+            ),
         };
         let p = match s1 {
             CpuStorage::F32(p) => &mut p[a..b],
@@ -318,7 +357,12 @@ impl InplaceOp2 for FusedStep<'_> {
         let mut m = self.m.borrow_mut();
         let mut v = self.v.borrow_mut();
         if g.len() != p.len() || m.len() != p.len() || v.len() != p.len() {
-            bail!("AdamW: parameter {}, gradient {}, moments {}", p.len(), g.len(), m.len());
+            bail!(
+                "AdamW: parameter {}, gradient {}, moments {}",
+                p.len(),
+                g.len(),
+                m.len()
+            );
         }
         let c = self.c;
         let (ob1, ob2) = (1.0 - c.b1, 1.0 - c.b2);

@@ -11,7 +11,12 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
 /// A [`VarBuilder`] that creates the variables of `varmap` deterministically from `seed`.
-pub fn seeded_var_builder(varmap: &VarMap, seed: u64, dtype: DType, device: &Device) -> VarBuilder<'static> {
+pub fn seeded_var_builder(
+    varmap: &VarMap,
+    seed: u64,
+    dtype: DType,
+    device: &Device,
+) -> VarBuilder<'static> {
     let backend: Box<dyn SimpleBackend> = Box::new(Seeded {
         varmap: varmap.clone(),
         seed,
@@ -57,7 +62,9 @@ fn draw(init: Init, shape: &Shape, rng: &mut impl Rng) -> Vec<f32> {
                 NormalOrUniform::Normal => normal(rng, 0.0, std),
                 NormalOrUniform::Uniform => {
                     let bound = 3f64.sqrt() * std;
-                    (0..n).map(|_| rng.gen_range(-bound..bound) as f32).collect()
+                    (0..n)
+                        .map(|_| rng.gen_range(-bound..bound) as f32)
+                        .collect()
                 }
             }
         }
@@ -83,11 +90,17 @@ impl SimpleBackend for Seeded {
     }
 
     fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> Result<Tensor> {
-        candle_core::bail!("{name}: a seeded VarMap creates variables, it has none to read unchecked")
+        candle_core::bail!(
+            "{name}: a seeded VarMap creates variables, it has none to read unchecked"
+        )
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.varmap.data().lock().expect("varmap lock").contains_key(name)
+        self.varmap
+            .data()
+            .lock()
+            .expect("varmap lock")
+            .contains_key(name)
     }
 }
 

@@ -38,12 +38,19 @@ pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result
     };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("{what}: needs a contiguous tensor (got strides {:?})", l.stride()),
+        None => bail!(
+            "{what}: needs a contiguous tensor (got strides {:?})",
+            l.stride()
+        ),
     }
 }
 
 /// Runs `f` over the contiguous f32 values of a CPU tensor.
-pub(crate) fn with_f32<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+pub(crate) fn with_f32<R>(
+    t: &Tensor,
+    what: &str,
+    f: impl FnOnce(&[f32]) -> Result<R>,
+) -> Result<R> {
     let (s, l) = t.storage_and_layout();
     match &*s {
         Storage::Cpu(c) => f(f32_slice(c, l, what)?),

@@ -24,7 +24,11 @@ const ROWS: usize = 16;
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let (n, _) = logits.dims2()?;
     if labels.dims() != [n] {
-        bail!("cross_entropy: labels {:?} for logits {:?}", labels.shape(), logits.shape());
+        bail!(
+            "cross_entropy: labels {:?} for logits {:?}",
+            labels.shape(),
+            logits.shape()
+        );
     }
     if !all_cpu_f32(&[logits]) || !labels.device().is_cpu() {
         return candle_nn::loss::cross_entropy(logits, labels);
@@ -64,7 +68,10 @@ pub fn kl_div_soft_targets(
     }
     student_logits.contiguous()?.apply_op2_arc(
         &teacher_logits.detach().contiguous()?,
-        Arc::new(Box::new(SoftKl { t: temperature, grad: Mutex::new(None) })),
+        Arc::new(Box::new(SoftKl {
+            t: temperature,
+            grad: Mutex::new(None),
+        })),
     )
 }
 
@@ -74,7 +81,8 @@ pub fn log_softmax_last(xs: &Tensor) -> Result<Tensor> {
     if xs.dims().len() != 2 || !all_cpu_f32(&[xs]) {
         return candle_nn::ops::log_softmax(xs, D::Minus1);
     }
-    xs.contiguous()?.apply_op1_arc(Arc::new(Box::new(LogSoftmax)))
+    xs.contiguous()?
+        .apply_op1_arc(Arc::new(Box::new(LogSoftmax)))
 }
 
 /// Lanes of the row reductions: independent accumulators so that the loops vectorise (a
@@ -91,7 +99,10 @@ fn row_max(x: &[f32]) -> f32 {
             acc[k] = acc[k].max(c[k]);
         }
     }
-    let m = it.remainder().iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    let m = it
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &v| a.max(v));
     acc.iter().fold(m, |a, &v| a.max(v))
 }
 
@@ -113,7 +124,12 @@ fn row_sum(x: &[f32]) -> f32 {
 fn row_dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ca.zip(cb) {
         for k in 0..LANES {
             acc[k] += x[k] * y[k];
@@ -290,7 +306,9 @@ impl CustomOp2 for SoftKl {
         let g = match cached {
             Some(g) => g,
             None => with_f32(s, "kl student", |sv| {
-                with_f32(t, "kl teacher", |tv| Ok(kl_forward(sv, tv, s.dim(1)?, self.t).1))
+                with_f32(t, "kl teacher", |tv| {
+                    Ok(kl_forward(sv, tv, s.dim(1)?, self.t).1)
+                })
             })?,
         };
         Ok((Some(scaled(g, s, grad_res)?), None))

@@ -8,8 +8,8 @@ mod kernels;
 pub mod linear;
 pub mod loss;
 
-pub use init::seeded_var_builder;
 pub use adamw::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, AdamWState};
+pub use init::seeded_var_builder;
 pub use linear::{linear, Linear};
 pub use loss::{cross_entropy, kl_div_soft_targets, log_softmax_last};
 

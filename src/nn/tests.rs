@@ -15,18 +15,36 @@ fn rand(shape: &[usize], seed: u64) -> Tensor {
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 fn grads_for(vars: &[&Var], loss: &Tensor) -> (GradStore, Vec<Tensor>) {
     let g = loss.backward().unwrap();
-    let v = vars.iter().map(|v| g.get(v.as_tensor()).expect("a gradient").clone()).collect();
+    let v = vars
+        .iter()
+        .map(|v| g.get(v.as_tensor()).expect("a gradient").clone())
+        .collect();
     (g, v)
 }
 
 #[test]
 fn adamw_two_steps_match_hand_computation() {
-    let cfg = AdamWConfig { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1 };
+    let cfg = AdamWConfig {
+        lr: 0.1,
+        beta1: 0.9,
+        beta2: 0.99,
+        eps: 1e-8,
+        weight_decay: 0.1,
+    };
     let p0 = [1.0f64, -2.0, 0.5];
     let gs = [[0.5f64, -1.0, 2.0], [-0.25, 0.5, 1.0]];
     let var = Var::from_slice(&p0.map(|x| x as f32), 3, &Device::Cpu).unwrap();
@@ -49,7 +67,12 @@ fn adamw_two_steps_match_hand_computation() {
     }
     let got: Vec<f32> = var.to_vec1().unwrap();
     for i in 0..3 {
-        assert!((got[i] as f64 - p[i]).abs() < 1e-6, "{i}: {} vs {}", got[i], p[i]);
+        assert!(
+            (got[i] as f64 - p[i]).abs() < 1e-6,
+            "{i}: {} vs {}",
+            got[i],
+            p[i]
+        );
     }
     let st = opt.state();
     assert_eq!(st.step, 2);
@@ -63,14 +86,28 @@ fn adamw_two_steps_match_hand_computation() {
 fn adamw_matches_candle_on_random_data() {
     let shapes: [&[usize]; 3] = [&[64, 33], &[33], &[70_000]];
     let mk = |s: u64| -> Vec<Var> {
-        shapes.iter().enumerate().map(|(i, sh)| Var::from_tensor(&rand(sh, s + i as u64)).unwrap()).collect()
+        shapes
+            .iter()
+            .enumerate()
+            .map(|(i, sh)| Var::from_tensor(&rand(sh, s + i as u64)).unwrap())
+            .collect()
     };
     let (ours, theirs) = (mk(1), mk(1));
-    let cfg = AdamWConfig { lr: 3e-3, weight_decay: 0.05, ..Default::default() };
+    let cfg = AdamWConfig {
+        lr: 3e-3,
+        weight_decay: 0.05,
+        ..Default::default()
+    };
     let mut a = AdamW::new(ours.clone(), cfg).unwrap();
     let mut b = candle_nn::AdamW::new(
         theirs.clone(),
-        candle_nn::ParamsAdamW { lr: cfg.lr, beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay },
+        candle_nn::ParamsAdamW {
+            lr: cfg.lr,
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+        },
     )
     .unwrap();
     for step in 0..5u64 {
@@ -110,9 +147,17 @@ fn adamw_state_resumes_exactly_and_checks_sizes() {
     assert_eq!(run(false), run(true));
     let var = Var::from_tensor(&rand(&[10], 5)).unwrap();
     let mut opt = AdamW::new(vec![var], cfg).unwrap();
-    let bad = AdamWState { step: 1, m: vec![vec![0.0; 9]], v: vec![vec![0.0; 10]] };
+    let bad = AdamWState {
+        step: 1,
+        m: vec![vec![0.0; 9]],
+        v: vec![vec![0.0; 10]],
+    };
     assert!(opt.load_state(bad).is_err());
-    let bad = AdamWState { step: 1, m: vec![], v: vec![] };
+    let bad = AdamWState {
+        step: 1,
+        m: vec![],
+        v: vec![],
+    };
     assert!(opt.load_state(bad).is_err());
 }
 
@@ -121,13 +166,19 @@ fn grad_norm_and_clipping() {
     let a = Var::from_slice(&[0f32; 2], 2, &Device::Cpu).unwrap();
     let b = Var::from_slice(&[0f32; 1], 1, &Device::Cpu).unwrap();
     let mut g = store();
-    g.insert(a.as_tensor(), Tensor::new(&[3f32, 0.0], &Device::Cpu).unwrap());
+    g.insert(
+        a.as_tensor(),
+        Tensor::new(&[3f32, 0.0], &Device::Cpu).unwrap(),
+    );
     g.insert(b.as_tensor(), Tensor::new(&[4f32], &Device::Cpu).unwrap());
     let vars = [a.clone(), b.clone()];
     assert!((grad_norm(&g, &vars).unwrap() - 5.0).abs() < 1e-9);
 
     // Clipping inside step equals stepping on pre-scaled gradients.
-    let cfg = AdamWConfig { weight_decay: 0.0, ..Default::default() };
+    let cfg = AdamWConfig {
+        weight_decay: 0.0,
+        ..Default::default()
+    };
     let x = Var::from_tensor(&rand(&[500], 1)).unwrap();
     let y = Var::from_tensor(&rand(&[500], 1)).unwrap();
     let gr = (rand(&[500], 2) * 10.0).unwrap();
@@ -156,7 +207,12 @@ fn check_linear(relu: bool, x_src: &Tensor, loss_w: &Tensor) {
     let x = Var::from_tensor(x_src).unwrap();
     let ours = Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()));
     let theirs = candle_nn::Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()));
-    let ya = if relu { ours.forward_relu(x.as_tensor()) } else { ours.forward(x.as_tensor()) }.unwrap();
+    let ya = if relu {
+        ours.forward_relu(x.as_tensor())
+    } else {
+        ours.forward(x.as_tensor())
+    }
+    .unwrap();
     let yb = theirs.forward(x.as_tensor()).unwrap();
     let yb = if relu { yb.relu().unwrap() } else { yb };
     assert!(max_diff(&ya, &yb) < 1e-5);
@@ -189,7 +245,13 @@ fn linear_skips_input_gradient_for_plain_tensors() {
     let b = Var::from_tensor(&rand(&[8], 2)).unwrap();
     let x = rand(&[4, 6], 3);
     let l = Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()));
-    let g = l.forward_relu(&x).unwrap().sum_all().unwrap().backward().unwrap();
+    let g = l
+        .forward_relu(&x)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     assert!(g.get(&x).is_none());
     assert!(g.get(w.as_tensor()).is_some() && g.get(b.as_tensor()).is_some());
 }
@@ -223,7 +285,10 @@ fn kl_soft_targets_matches_candle() {
     let la = kl_div_soft_targets(s.as_tensor(), &t, temp).unwrap();
     let ls = candle_nn::ops::log_softmax(&(s.as_tensor() / temp).unwrap(), D::Minus1).unwrap();
     let lt = candle_nn::ops::log_softmax(&(&t / temp).unwrap(), D::Minus1).unwrap();
-    let lb = (lt.exp().unwrap() * (lt - ls).unwrap()).unwrap().sum_all().unwrap();
+    let lb = (lt.exp().unwrap() * (lt - ls).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap();
     let lb = (lb * (temp * temp / 40.0)).unwrap();
     assert!(max_diff(&la, &lb) < 1e-5, "{la} vs {lb}");
     assert!(la.to_scalar::<f32>().unwrap() > 0.0);
@@ -231,7 +296,10 @@ fn kl_soft_targets_matches_candle() {
     let (_, gb) = grads_for(&[&s], &lb);
     assert!(max_diff(&ga[0], &gb[0]) < 1e-6);
     // Equal logits: zero divergence.
-    let z = kl_div_soft_targets(&t, &t, temp).unwrap().to_scalar::<f32>().unwrap();
+    let z = kl_div_soft_targets(&t, &t, temp)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(z.abs() < 1e-5);
 }
 

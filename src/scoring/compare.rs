@@ -220,7 +220,10 @@ pub fn human_count(n: u64) -> String {
 /// `%FACC 85.23 [ 8523 / 10000 frames ], 90.10 w/o silence, 97.00 agreement, NAME`.
 fn kaldi_line(m: &ScoredModel) -> String {
     let s = &m.score;
-    let correct = s.all.frame_acc.map_or(0, |a| (a * s.all.frames as f64).round() as u64);
+    let correct = s
+        .all
+        .frame_acc
+        .map_or(0, |a| (a * s.all.frames as f64).round() as u64);
     let mut line = format!(
         "%FACC {} [ {correct} / {} frames ], {} w/o silence",
         pct_or_dash(s.all.frame_acc),

@@ -209,7 +209,9 @@ impl Score {
             self.utterances, self.all.frames, self.nonsil.frames, self.senones
         ));
         s.push_str("| metric | all frames | w/o silence |\n|---|---:|---:|\n");
-        let rows: [(&str, fn(&Metrics) -> Option<f64>, bool); 6] = [
+        // (label, field, shown as a percentage)
+        type Row = (&'static str, fn(&Metrics) -> Option<f64>, bool);
+        let rows: [Row; 6] = [
             ("frame accuracy %", |m| m.frame_acc, true),
             ("top-N accuracy %", |m| m.top_n_acc, true),
             ("phone accuracy %", |m| m.phone_acc, true),
@@ -643,7 +645,10 @@ mod tests {
         // exp(3000) overflows even f64: only the shift by the maximum keeps this finite.
         log_softmax(&[3000.0, 3000.0, -3000.0], &mut out);
         assert!((out[0] + std::f64::consts::LN_2).abs() < 1e-12, "{out:?}");
-        assert!((out[2] + 6000.0 + std::f64::consts::LN_2).abs() < 1e-9, "{out:?}");
+        assert!(
+            (out[2] + 6000.0 + std::f64::consts::LN_2).abs() < 1e-9,
+            "{out:?}"
+        );
         log_softmax(&[1000.0, 0.0, 0.0], &mut out);
         assert!(out[0].abs() < 1e-12 && (out[1] + 1000.0).abs() < 1e-9);
     }

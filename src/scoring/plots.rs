@@ -118,9 +118,11 @@ pub fn read_learning_curve(name: &str, path: impl AsRef<Path>) -> Result<Curve> 
         let acc = |key: &str| -> Result<Option<f64>> {
             match v.get(key) {
                 None | Some(serde_json::Value::Null) => Ok(None),
-                Some(x) => x.as_f64().filter(|a| a.is_finite()).map(Some).ok_or_else(|| {
-                    Error::parse(path, i + 1, format!("'{key}' is not a number"))
-                }),
+                Some(x) => x
+                    .as_f64()
+                    .filter(|a| a.is_finite())
+                    .map(Some)
+                    .ok_or_else(|| Error::parse(path, i + 1, format!("'{key}' is not a number"))),
             }
         };
         let p = EpochPoint {
@@ -132,8 +134,15 @@ pub fn read_learning_curve(name: &str, path: impl AsRef<Path>) -> Result<Curve> 
         points.push(p);
     }
     points.sort_by_key(|p| p.epoch);
-    if points.iter().all(|p| p.train_acc.is_none() && p.valid_acc.is_none()) {
-        return Err(Error::parse(path, 0, "no epoch lines with train_acc or valid_acc"));
+    if points
+        .iter()
+        .all(|p| p.train_acc.is_none() && p.valid_acc.is_none())
+    {
+        return Err(Error::parse(
+            path,
+            0,
+            "no epoch lines with train_acc or valid_acc",
+        ));
     }
     Ok(Curve {
         name: name.to_string(),
@@ -200,7 +209,8 @@ fn render_svg(plot: &Plot<'_>) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area();
-        plot.draw(&root).map_err(|e| Error::config(format!("plot: {e}")))?;
+        plot.draw(&root)
+            .map_err(|e| Error::config(format!("plot: {e}")))?;
         root.present()
             .map_err(|e| Error::config(format!("plot: {e}")))?;
     }
@@ -215,11 +225,11 @@ fn write_plot(dir: &Path, stem: &str, plot: &Plot<'_>) -> Result<PlotFiles> {
     let png_path = dir.join(format!("{stem}.png"));
     if register_font().is_none() {
         let warning = Some(format!(
-                "no TTF font found (tried $AMDISTILL_FONT and {}); wrote {} but not {}: install \
+            "no TTF font found (tried $AMDISTILL_FONT and {}); wrote {} but not {}: install \
                  fonts-dejavu-core (Debian/Ubuntu) or set AMDISTILL_FONT=/path/to/font.ttf",
-                FONT_PATHS[0],
-                svg_path.display(),
-                png_path.display()
+            FONT_PATHS[0],
+            svg_path.display(),
+            png_path.display()
         ));
         return Ok(PlotFiles {
             svg: svg_path,
@@ -315,7 +325,8 @@ fn draw_legend<DB: DrawingBackend>(
                     area.draw(&PathElement::new(vec![(6, y), (35, y)], style))
                         .map_err(err)?;
                 }
-                area.draw(&Circle::new((20, y), 4, color.filled())).map_err(err)?;
+                area.draw(&Circle::new((20, y), 4, color.filled()))
+                    .map_err(err)?;
             }
             Mark::Dot { color, filled } => {
                 let style = if filled {
@@ -364,10 +375,22 @@ fn draw_learning_curves<DB: DrawingBackend>(
     for (i, c) in curves.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         if c.points.iter().any(|p| p.train_acc.is_some()) {
-            legend.push((Mark::Line { color, dashed: false }, format!("{} train", c.name)));
+            legend.push((
+                Mark::Line {
+                    color,
+                    dashed: false,
+                },
+                format!("{} train", c.name),
+            ));
         }
         if c.points.iter().any(|p| p.valid_acc.is_some()) {
-            legend.push((Mark::Line { color, dashed: true }, format!("{} dev", c.name)));
+            legend.push((
+                Mark::Line {
+                    color,
+                    dashed: true,
+                },
+                format!("{} dev", c.name),
+            ));
         }
     }
     let labels: Vec<String> = legend.iter().map(|(_, l)| l.clone()).collect();
@@ -377,7 +400,11 @@ fn draw_learning_curves<DB: DrawingBackend>(
     let points = curves.iter().flat_map(|c| &c.points);
     let first = points.clone().map(|p| p.epoch).min().unwrap_or(1) as i32;
     let last = points.clone().map(|p| p.epoch).max().unwrap_or(1) as i32;
-    let (x0, x1) = if last > first { (first, last) } else { (first - 1, last + 1) };
+    let (x0, x1) = if last > first {
+        (first, last)
+    } else {
+        (first - 1, last + 1)
+    };
     let (y0, y1) = percent_range(points.flat_map(|p| [p.train_acc, p.valid_acc]).flatten());
 
     let mut chart = ChartBuilder::on(&plot)
@@ -414,10 +441,18 @@ fn draw_learning_curves<DB: DrawingBackend>(
             .filter_map(|p| p.valid_acc.map(|a| (p.epoch as i32, 100.0 * a)))
             .collect();
         chart
-            .draw_series(LineSeries::new(train.iter().copied(), color.stroke_width(3)))
+            .draw_series(LineSeries::new(
+                train.iter().copied(),
+                color.stroke_width(3),
+            ))
             .map_err(err)?;
         chart
-            .draw_series(DashedLineSeries::new(dev.iter().copied(), 9, 5, color.stroke_width(3)))
+            .draw_series(DashedLineSeries::new(
+                dev.iter().copied(),
+                9,
+                5,
+                color.stroke_width(3),
+            ))
             .map_err(err)?;
         chart
             .draw_series(
@@ -478,10 +513,19 @@ fn draw_accuracy_vs_size<DB: DrawingBackend>(
     let area = titled(root, "Frame accuracy against model size")?;
     let color = COLORS[0];
     let other = COLORS[1];
-    let mut legend = vec![(Mark::Dot { color, filled: true }, "all frames".to_string())];
+    let mut legend = vec![(
+        Mark::Dot {
+            color,
+            filled: true,
+        },
+        "all frames".to_string(),
+    )];
     if points.iter().any(|p| p.acc_nonsil.is_some()) {
         legend.push((
-            Mark::Dot { color: other, filled: false },
+            Mark::Dot {
+                color: other,
+                filled: false,
+            },
             "without silence".to_string(),
         ));
     }
@@ -536,7 +580,10 @@ fn draw_accuracy_vs_size<DB: DrawingBackend>(
         let (x, y) = chart.backend_coord(&(p.params as f64, 100.0 * p.acc));
         plot.draw(&Text::new(
             p.name.clone(),
-            (x - plot.get_base_pixel().0 + 10, y - plot.get_base_pixel().1 - 6),
+            (
+                x - plot.get_base_pixel().0 + 10,
+                y - plot.get_base_pixel().1 - 6,
+            ),
             font(15).pos(Pos::new(HPos::Left, VPos::Bottom)),
         ))
         .map_err(err)?;
@@ -569,10 +616,17 @@ mod tests {
         // One epoch, dev only: a degenerate x range still draws.
         let one = vec![Curve {
             name: "x".into(),
-            points: vec![EpochPoint { epoch: 1, train_acc: None, valid_acc: Some(0.5) }],
+            points: vec![EpochPoint {
+                epoch: 1,
+                train_acc: None,
+                valid_acc: Some(0.5),
+            }],
         }];
         assert!(learning_curves_svg(&one).unwrap().contains("x dev"));
-        let none = vec![Curve { name: "y".into(), points: vec![] }];
+        let none = vec![Curve {
+            name: "y".into(),
+            points: vec![],
+        }];
         assert!(learning_curves_svg(&none).is_err());
     }
 

@@ -43,11 +43,9 @@ pub fn save_safetensors(
     tensors: &[(String, Tensor)],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let bytes = safetensors::serialize(
-        tensors.iter().map(|(n, t)| (n.as_str(), t)),
-        Some(metadata),
-    )
-    .map_err(|e| Error::format(path, e.to_string()))?;
+    let bytes =
+        safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
+            .map_err(|e| Error::format(path, e.to_string()))?;
     write_atomic(path, |w| w.write_all(&bytes))
 }
 
@@ -60,7 +58,8 @@ pub fn load_safetensors(
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(candle_err(path))?;
+    let tensors =
+        candle_core::safetensors::load_buffer(&bytes, device).map_err(candle_err(path))?;
     Ok((tensors, metadata))
 }
 
@@ -101,7 +100,9 @@ pub fn load_vars(
     if offered != used {
         let extra: Vec<&String> = tensors
             .keys()
-            .filter(|k| k.starts_with(prefix) && !vars.iter().any(|(n, _)| **k == format!("{prefix}{n}")))
+            .filter(|k| {
+                k.starts_with(prefix) && !vars.iter().any(|(n, _)| **k == format!("{prefix}{n}"))
+            })
             .take(3)
             .collect();
         return Err(Error::Mismatch(format!(

@@ -356,15 +356,11 @@ type = "dnn"
         let e = TrainConfig::parse(&bad, Path::new("conf/x.toml"), &[]).unwrap_err();
         assert!(e.to_string().contains("conf/x.toml"), "{e}");
         assert!(e.to_string().contains("learning_rate"), "{e}");
-        let e = TrainConfig::parse(MINIMAL, Path::new("c.toml"), &["optim.lr=-1".into()])
-            .unwrap_err();
+        let e =
+            TrainConfig::parse(MINIMAL, Path::new("c.toml"), &["optim.lr=-1".into()]).unwrap_err();
         assert!(e.to_string().contains("lr must be positive"), "{e}");
-        let e = TrainConfig::parse(
-            MINIMAL,
-            Path::new("c.toml"),
-            &["kd.alpha=0.5".into()],
-        )
-        .unwrap_err();
+        let e =
+            TrainConfig::parse(MINIMAL, Path::new("c.toml"), &["kd.alpha=0.5".into()]).unwrap_err();
         assert!(e.to_string().contains("either targets"), "{e}");
     }
 

@@ -169,7 +169,11 @@ impl Distiller {
                     )));
                 }
                 let dense = soft_batch_from_topk(&ids, &probs, &rest, n, k, self.num_senones);
-                SoftBatch::from_probs(Tensor::from_vec(dense, (n, self.num_senones), &self.device)?)
+                SoftBatch::from_probs(Tensor::from_vec(
+                    dense,
+                    (n, self.num_senones),
+                    &self.device,
+                )?)
             }
             Source::Online(ens) => {
                 let t = ens.logits(xs, ctx, batch.chunk_frames)?;

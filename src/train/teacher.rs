@@ -22,7 +22,9 @@ impl Ensemble {
     /// dimension, the frame shift and the feature normalisation (errors name both sides).
     pub fn load(dirs: &[PathBuf], device: &Device) -> Result<Self> {
         if dirs.is_empty() {
-            return Err(Error::config("a teacher needs at least one model directory"));
+            return Err(Error::config(
+                "a teacher needs at least one model directory",
+            ));
         }
         let members: Vec<TrainedModel> = dirs
             .iter()
@@ -39,13 +41,25 @@ impl Ensemble {
                 ))
             };
             if a.senones_id != b.senones_id {
-                return Err(both("the senone table", a.senones_id.clone(), b.senones_id.clone()));
+                return Err(both(
+                    "the senone table",
+                    a.senones_id.clone(),
+                    b.senones_id.clone(),
+                ));
             }
             if a.input_dim != b.input_dim {
-                return Err(both("the input dimension", a.input_dim.to_string(), b.input_dim.to_string()));
+                return Err(both(
+                    "the input dimension",
+                    a.input_dim.to_string(),
+                    b.input_dim.to_string(),
+                ));
             }
             if (a.frame_shift - b.frame_shift).abs() > 1e-9 {
-                return Err(both("the frame shift", a.frame_shift.to_string(), b.frame_shift.to_string()));
+                return Err(both(
+                    "the frame shift",
+                    a.frame_shift.to_string(),
+                    b.frame_shift.to_string(),
+                ));
             }
             if a.cmvn != b.cmvn {
                 return Err(both(
@@ -84,7 +98,11 @@ impl Ensemble {
     /// `name` of one member, or `ensemble of N: a + b + ...`.
     pub fn describe(&self) -> String {
         if self.members.len() == 1 {
-            format!("{} ({})", self.members[0].card.name, self.members[0].dir.display())
+            format!(
+                "{} ({})",
+                self.members[0].card.name,
+                self.members[0].dir.display()
+            )
         } else {
             format!(
                 "ensemble of {}: {}",
@@ -135,7 +153,11 @@ impl Ensemble {
     pub fn utterance_logits(&self, feats: &Matrix, device: &Device) -> candle_core::Result<Tensor> {
         let ctx = self.context();
         let padded = pad_edges(feats, ctx.left, ctx.right);
-        let xs = Tensor::from_vec(padded, (1, feats.rows + ctx.left + ctx.right, feats.cols), device)?;
+        let xs = Tensor::from_vec(
+            padded,
+            (1, feats.rows + ctx.left + ctx.right, feats.cols),
+            device,
+        )?;
         self.logits(&xs, ctx, feats.rows)?.squeeze(0)
     }
 }

@@ -202,7 +202,8 @@ impl TrainedModel {
         let ctx = self.model.context();
         let padded = pad_edges(feats, ctx.left, ctx.right);
         let width = feats.rows + ctx.left + ctx.right;
-        let err = |e: candle_core::Error| Error::config(format!("model {}: {e}", self.dir.display()));
+        let err =
+            |e: candle_core::Error| Error::config(format!("model {}: {e}", self.dir.display()));
         let xs = Tensor::from_vec(padded, (1, width, feats.cols), &self.device).map_err(err)?;
         let y = self.model.forward_t(&xs, false).map_err(err)?;
         y.squeeze(0).map_err(err)

@@ -114,13 +114,22 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
     // The model, initialised from the seed alone.
     let varmap = VarMap::new();
     let vb = crate::nn::seeded_var_builder(&varmap, cfg.train.seed, DType::F32, &device);
-    let model = cfg.model.build(dim, num_senones, vb).map_err(cerr("building the model"))?;
+    let model = cfg
+        .model
+        .build(dim, num_senones, vb)
+        .map_err(cerr("building the model"))?;
     let vars = sorted_vars(&varmap);
     let summary = cfg.model.summary(dim, num_senones);
 
     // A teacher, for students.
     let distiller = match &cfg.kd {
-        Some(kd) => Some(Distiller::new(kd, &train_data, &senones_id, frame_shift, &device)?),
+        Some(kd) => Some(Distiller::new(
+            kd,
+            &train_data,
+            &senones_id,
+            frame_shift,
+            &device,
+        )?),
         None => None,
     };
     let mut ctx = model.context();
@@ -132,7 +141,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
 
     let card = ModelCard {
         format: MODEL_FORMAT.to_string(),
-        name: cfg.model.name(),
+        name: cfg.model.describe(dim, num_senones),
         model: cfg.model.clone(),
         input_dim: dim,
         num_senones,
@@ -177,7 +186,10 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
                 );
             }
         } else if !quiet {
-            eprintln!("--resume: no checkpoint in {}, starting afresh", out.join("checkpoints").display());
+            eprintln!(
+                "--resume: no checkpoint in {}, starting afresh",
+                out.join("checkpoints").display()
+            );
         }
     }
     if !resume || progress.step == 0 {
@@ -186,6 +198,16 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
     write_json(&out.join("model.json"), &card)?;
     std::fs::copy(&cfg.data.senones, out.join("senones.txt"))
         .map_err(|e| Error::io(out.join("senones.txt"), e))?;
+    // The phone set the senones index (build-tree writes it beside senones.txt), so scoring
+    // can map senones to phones from the model directory alone.
+    if let Some(tree_dir) = cfg.data.senones.parent() {
+        for f in ["phones.txt", "phone_classes.txt"] {
+            if tree_dir.join(f).exists() {
+                std::fs::copy(tree_dir.join(f), out.join(f))
+                    .map_err(|e| Error::io(out.join(f), e))?;
+            }
+        }
+    }
     write_atomic(out.join("train.toml"), |w| {
         w.write_all(toml::to_string(cfg).unwrap_or_default().as_bytes())
     })?;
@@ -269,7 +291,9 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
             let grads = out_step.grads.as_ref().expect("finite loss has gradients");
             opt.step(grads).map_err(cerr("optimiser step"))?;
             progress.step += 1;
-            model.after_step(progress.step).map_err(cerr("after-step constraint"))?;
+            model
+                .after_step(progress.step)
+                .map_err(cerr("after-step constraint"))?;
             progress.batch_in_epoch += 1;
             progress.epoch_batches += 1;
             progress.epoch_loss_sum += out_step.loss;
@@ -299,12 +323,34 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
             if cfg.train.max_steps > 0 && progress.step >= cfg.train.max_steps {
                 bar.finish_and_clear();
                 progress.finished = true;
-                finish_epoch(&mut progress, &valid_data, model.as_ref(), ctx, &vars, out, &mut metrics, &device, quiet, false)?;
+                finish_epoch(
+                    &mut progress,
+                    &valid_data,
+                    model.as_ref(),
+                    ctx,
+                    &vars,
+                    out,
+                    &mut metrics,
+                    &device,
+                    quiet,
+                    false,
+                )?;
                 break 'epochs;
             }
         }
         bar.finish_and_clear();
-        let stop = finish_epoch(&mut progress, &valid_data, model.as_ref(), ctx, &vars, out, &mut metrics, &device, quiet, true)?;
+        let stop = finish_epoch(
+            &mut progress,
+            &valid_data,
+            model.as_ref(),
+            ctx,
+            &vars,
+            out,
+            &mut metrics,
+            &device,
+            quiet,
+            true,
+        )?;
         if stop {
             progress.finished = true;
             break;
@@ -373,8 +419,12 @@ fn finish_epoch(
         eprintln!(
             "epoch {epoch_no}: train loss {train_loss:.4} acc {:.2}%{}{}",
             100.0 * train_acc,
-            eval.map(|e| format!(", valid loss {:.4} acc {:.2}%", e.cross_entropy, 100.0 * e.accuracy))
-                .unwrap_or_default(),
+            eval.map(|e| format!(
+                ", valid loss {:.4} acc {:.2}%",
+                e.cross_entropy,
+                100.0 * e.accuracy
+            ))
+            .unwrap_or_default(),
             if stop { " (early stopping)" } else { "" }
         );
     }
@@ -391,7 +441,9 @@ fn finish_epoch(
 }
 
 fn card_patience(card: &ModelCard) -> u64 {
-    card.training["config"]["train"]["patience"].as_u64().unwrap_or(0)
+    card.training["config"]["train"]["patience"]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 fn read_card(out: &Path) -> Result<ModelCard> {
@@ -421,12 +473,15 @@ fn train_step(
     device: &Device,
 ) -> Result<StepOutput> {
     let c = cerr("training step");
-    let xs = Tensor::from_slice(&batch.feats, (batch.chunks, batch.width, batch.dim), device).map_err(&c)?;
+    let xs = Tensor::from_slice(&batch.feats, (batch.chunks, batch.width, batch.dim), device)
+        .map_err(&c)?;
     let own = model.context();
     let xs_model = narrow_context(&xs, ctx, own, batch.chunk_frames).map_err(&c)?;
     let logits = model.forward_t(&xs_model, true).map_err(&c)?;
     let s = logits.dim(D::Minus1).map_err(&c)?;
-    let logits = logits.reshape((batch.chunks * batch.chunk_frames, s)).map_err(&c)?;
+    let logits = logits
+        .reshape((batch.chunks * batch.chunk_frames, s))
+        .map_err(&c)?;
     // Padded frames (past an utterance's end) carry no label: drop their rows.
     let rows: Vec<u32> = (0..batch.labels.len() as u32)
         .filter(|&i| batch.labels[i as usize] != PAD_LABEL)
@@ -453,12 +508,20 @@ fn train_step(
             (l, None, None)
         }
         Some(d) => {
-            let (l, soft, hard) = d.loss(&logits, &labels_t, batch, &rows, &xs, ctx).map_err(&c)?;
+            let (l, soft, hard) = d
+                .loss(&logits, &labels_t, batch, &rows, &xs, ctx)
+                .map_err(&c)?;
             (l, Some(soft), Some(hard))
         }
     };
-    let loss_value = loss.to_dtype(DType::F64).and_then(|l| l.to_scalar::<f64>()).map_err(&c)?;
-    let pred: Vec<u32> = logits.argmax(D::Minus1).and_then(|p| p.to_vec1()).map_err(&c)?;
+    let loss_value = loss
+        .to_dtype(DType::F64)
+        .and_then(|l| l.to_scalar::<f64>())
+        .map_err(&c)?;
+    let pred: Vec<u32> = logits
+        .argmax(D::Minus1)
+        .and_then(|p| p.to_vec1())
+        .map_err(&c)?;
     let correct = pred.iter().zip(&labels).filter(|(a, b)| a == b).count() as u64;
     let grads = if loss_value.is_finite() {
         Some(loss.backward().map_err(&c)?)
@@ -508,7 +571,10 @@ pub fn evaluate(
             continue;
         }
         let xs = Tensor::from_slice(&b.feats, (1, b.width, b.dim), device).map_err(&c)?;
-        let logits = model.forward_t(&xs, false).and_then(|l| l.squeeze(0)).map_err(&c)?;
+        let logits = model
+            .forward_t(&xs, false)
+            .and_then(|l| l.squeeze(0))
+            .map_err(&c)?;
         let logp = candle_nn::ops::log_softmax(&logits, D::Minus1).map_err(&c)?;
         let labels = Tensor::from_slice(&b.labels, b.labels.len(), device).map_err(&c)?;
         let picked: Vec<f32> = logp
@@ -516,7 +582,10 @@ pub fn evaluate(
             .and_then(|t| t.flatten_all())
             .and_then(|t| t.to_vec1())
             .map_err(&c)?;
-        let pred: Vec<u32> = logits.argmax(D::Minus1).and_then(|p| p.to_vec1()).map_err(&c)?;
+        let pred: Vec<u32> = logits
+            .argmax(D::Minus1)
+            .and_then(|p| p.to_vec1())
+            .map_err(&c)?;
         correct += pred.iter().zip(&b.labels).filter(|(a, b)| a == b).count() as u64;
         nll -= picked.iter().map(|&x| x as f64).sum::<f64>();
         frames += b.labels.len() as u64;
@@ -550,7 +619,9 @@ impl LrSchedule {
         let f = self.final_ratio;
         match self.kind {
             Schedule::Constant => self.peak,
-            Schedule::Cosine => self.peak * (f + (1.0 - f) * 0.5 * (1.0 + (std::f64::consts::PI * x).cos())),
+            Schedule::Cosine => {
+                self.peak * (f + (1.0 - f) * 0.5 * (1.0 + (std::f64::consts::PI * x).cos()))
+            }
             Schedule::Exponential => self.peak * f.max(1e-12).powf(x),
         }
     }
@@ -616,8 +687,10 @@ fn report_skipped(what: &Path, skipped: &[String], quiet: bool) {
 }
 
 fn save_weights(path: &Path, vars: &[(String, candle_core::Var)], card: &ModelCard) -> Result<()> {
-    let tensors: Vec<(String, Tensor)> =
-        vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
+    let tensors: Vec<(String, Tensor)> = vars
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
     let meta = HashMap::from([(
         "amdistill.model".to_string(),
         serde_json::to_string(card).unwrap_or_default(),
@@ -641,11 +714,20 @@ fn save_checkpoint(
     let mut tensors = Vec::with_capacity(3 * vars.len());
     for (i, (n, v)) in vars.iter().enumerate() {
         tensors.push((format!("model.{n}"), v.as_tensor().clone()));
-        tensors.push((format!("opt.m.{n}"), Tensor::from_slice(&state.m[i], v.dims(), &Device::Cpu).map_err(&c)?));
-        tensors.push((format!("opt.v.{n}"), Tensor::from_slice(&state.v[i], v.dims(), &Device::Cpu).map_err(&c)?));
+        tensors.push((
+            format!("opt.m.{n}"),
+            Tensor::from_slice(&state.m[i], v.dims(), &Device::Cpu).map_err(&c)?,
+        ));
+        tensors.push((
+            format!("opt.v.{n}"),
+            Tensor::from_slice(&state.v[i], v.dims(), &Device::Cpu).map_err(&c)?,
+        ));
     }
     let meta = HashMap::from([
-        (PROGRESS_KEY.to_string(), serde_json::to_string(progress).unwrap_or_default()),
+        (
+            PROGRESS_KEY.to_string(),
+            serde_json::to_string(progress).unwrap_or_default(),
+        ),
         ("amdistill.opt_step".to_string(), state.step.to_string()),
     ]);
     save_safetensors(&path, &tensors, meta)?;
@@ -751,7 +833,10 @@ impl MetricsLog {
             .append(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        Ok(MetricsLog { file, path: path.to_path_buf() })
+        Ok(MetricsLog {
+            file,
+            path: path.to_path_buf(),
+        })
     }
     fn write(&mut self, v: &serde_json::Value) -> Result<()> {
         writeln!(self.file, "{v}")
@@ -787,15 +872,27 @@ mod tests {
 
     #[test]
     fn schedule_warms_up_then_decays_to_the_final_ratio() {
-        let s = LrSchedule { peak: 1.0, warmup: 10, total: 110, kind: Schedule::Cosine, final_ratio: 0.1 };
+        let s = LrSchedule {
+            peak: 1.0,
+            warmup: 10,
+            total: 110,
+            kind: Schedule::Cosine,
+            final_ratio: 0.1,
+        };
         assert!((s.at(0) - 0.1).abs() < 1e-12);
         assert!((s.at(9) - 1.0).abs() < 1e-12);
         assert!((s.at(10) - 1.0).abs() < 1e-12);
         assert!((s.at(60) - 0.55).abs() < 1e-9);
         assert!((s.at(110) - 0.1).abs() < 1e-12);
-        let e = LrSchedule { kind: Schedule::Exponential, ..s };
+        let e = LrSchedule {
+            kind: Schedule::Exponential,
+            ..s
+        };
         assert!((e.at(60) - 0.1f64.sqrt()).abs() < 1e-9);
-        let c = LrSchedule { kind: Schedule::Constant, ..s };
+        let c = LrSchedule {
+            kind: Schedule::Constant,
+            ..s
+        };
         assert_eq!(c.at(100), 1.0);
     }
 }

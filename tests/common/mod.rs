@@ -191,11 +191,23 @@ pub fn feature_dir(
 
 /// A train + dev corpus through the real pipeline (compute-fbank, build-tree,
 /// make-alignments) under `root`: (train features, train ali, dev features, dev ali, tree dir).
-pub fn small_pipeline(root: &Path, n_train: usize, n_dev: usize) -> (PathBuf, PathBuf, PathBuf, PathBuf, PathBuf) {
+pub fn small_pipeline(
+    root: &Path,
+    n_train: usize,
+    n_dev: usize,
+) -> (PathBuf, PathBuf, PathBuf, PathBuf, PathBuf) {
     let train = feature_dir(root, "train", 11, n_train, TRAIN_PHONES);
     let dev = feature_dir(root, "dev", 12, n_dev, TRAIN_PHONES);
     let tree = root.join("tree");
-    ok(&["build-tree", s(&train), s(&tree), "--min-occupancy", "10", "--num-leaves", "150"]);
+    ok(&[
+        "build-tree",
+        s(&train),
+        s(&tree),
+        "--min-occupancy",
+        "10",
+        "--num-leaves",
+        "150",
+    ]);
     let mut alis = Vec::new();
     for (name, feat) in [("train", &train), ("dev", &dev)] {
         let dir = root.join("ali").join(name);
