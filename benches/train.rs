@@ -1,17 +1,17 @@
-// Training / inference throughput on random data, the rows of `peers/bench_train.py`, for
-// plain candle (`candle_nn::linear` + `relu` + `candle_nn::loss::cross_entropy` +
-// `candle_nn::AdamW`) and for `amdistill::nn` (fused Linear+ReLU, fused losses, fused AdamW).
-//
-// ```text
-// cargo bench --bench train -- [--threads 1,2] [--seconds 8] [--impl both|candle|ours] [--breakdown]
-// ```
-//
-// Shapes follow the real job: input 880 (80 fbank x 11 frames), 2000 senones, batches of 512.
-// Teacher 880-6x1024-2000 ReLU, student 880-3x256-2000; KD loss 0.5*KL(T=2)*T^2 + 0.5*CE with
-// the teacher logits precomputed; AdamW lr 1e-3. Each figure is the best of 4 windows of
-// seconds/4 after a few warm-up steps (best-of because a window that shares the CPU is slower,
-// never faster). The thread count sets both a rayon pool and `RAYON_NUM_THREADS`, which
-// candle's gemm reads on every call.
+//! Training / inference throughput on random data, the rows of `peers/bench_train.py`, for
+//! plain candle (`candle_nn::linear` + `relu` + `candle_nn::loss::cross_entropy` +
+//! `candle_nn::AdamW`) and for `amdistill::nn` (fused Linear+ReLU, fused losses, fused AdamW).
+//!
+//! ```text
+//! cargo bench --bench train -- [--threads 1,2] [--seconds 8] [--impl both|candle|ours] [--breakdown]
+//! ```
+//!
+//! Shapes follow the real job: input 880 (80 fbank x 11 frames), 2000 senones, batches of 512.
+//! Teacher 880-6x1024-2000 ReLU, student 880-3x256-2000; KD loss 0.5*KL(T=2)*T^2 + 0.5*CE with
+//! the teacher logits precomputed; AdamW lr 1e-3. Each figure is the best of 4 windows of
+//! seconds/4 after a few warm-up steps (best-of because a window that shares the CPU is slower,
+//! never faster). The thread count sets both a rayon pool and `RAYON_NUM_THREADS`, which
+//! candle's gemm reads on every call.
 
 use std::time::Instant;
 

@@ -44,8 +44,8 @@ if [ "$quick" = true ]; then
   hours=0.15; num_leaves=300; min_occupancy=40
   data=data/quick; exp=exp/quick
   # Fewer epochs and a smaller teacher, so the whole quick run stays within a few minutes.
-  quick_teacher="--set train.epochs=3 --set model.hidden=512"
-  quick_student="--set train.epochs=3"
+  quick_teacher="--set train.epochs=12 --set model.hidden=512"
+  quick_student="--set train.epochs=12"
 fi
 amdistill="$root/target/release/amdistill"
 mkdir -p "$exp/log"

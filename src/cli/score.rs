@@ -46,6 +46,10 @@ pub struct Args {
     /// Name in tables (default: the model directory's name).
     #[arg(long)]
     pub name: Option<String>,
+    /// Directory with senones.txt and phones.txt [default: MODEL; for a soft-target store,
+    /// its teacher's directory].
+    #[arg(long, value_name = "DIR")]
+    pub senones_dir: Option<PathBuf>,
 }
 
 enum Scored {
@@ -80,14 +84,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let store = FeatureStore::open(&args.feat_dir)?;
     let ali = read_alignments(&args.ali)?;
     let (scored, model_dir) = if args.model.join("targets.json").exists() {
-        (
-            Scored::Targets(SoftTargetStore::open(&args.model)?),
-            args.model.clone(),
-        )
+        let store = SoftTargetStore::open(&args.model)?;
+        let teacher_dir = store.meta().teacher["models"][0]
+            .as_str()
+            .map(PathBuf::from);
+        let dir = args
+            .senones_dir
+            .clone()
+            .or(teacher_dir)
+            .context("a soft-target store without a teacher directory needs --senones-dir")?;
+        (Scored::Targets(store), dir)
     } else {
+        let model = Scored::Model(Ensemble::load(&[args.model.clone()], &dev)?);
         (
-            Scored::Model(Ensemble::load(&[args.model.clone()], &dev)?),
-            args.model.clone(),
+            model,
+            args.senones_dir
+                .clone()
+                .unwrap_or_else(|| args.model.clone()),
         )
     };
     let phones = PhoneSet::load_dir(&model_dir)

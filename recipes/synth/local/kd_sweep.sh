@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# KD sweep over temperature and alpha, plus top-10 against dense soft targets, for RESULTS.md.
+# Run after run.sh (stages 1-9) has made the teacher and its top-10 soft targets:
+#   recipes/synth/local/kd_sweep.sh [--quick]
+# Writes exp[/quick]/sweep/T<T>_a<alpha>/ (students), exp[/quick]/sweep/scores/*.json and
+# prints a markdown table (frame accuracy on test) to stdout and exp[/quick]/sweep/sweep.md.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$here"
+. ../common/utils.sh
+
+stage=1; stop_stage=100; quick=false; positional=()
+parse_options "$@"
+data=data; exp=exp; extra=""
+if [ "$quick" = true ]; then data=data/quick; exp=exp/quick; extra="--set train.epochs=12"; fi
+amdistill="$root/target/release/amdistill"
+sw="$exp/sweep"
+mkdir -p "$sw/scores"
+set_data="--set data.train=$data/fbank/train --set data.train_ali=$exp/ali/train/ali.txt
+  --set data.valid=$data/fbank/dev --set data.valid_ali=$exp/ali/dev/ali.txt --set data.senones=$exp/tree/senones.txt"
+
+student() {  # name, extra --set ...
+  local name="$1"; shift
+  if [ ! -f "$sw/scores/$name.json" ]; then
+    "$amdistill" train conf/student_kd.toml "$sw/$name" --resume --quiet $set_data $extra "$@" >/dev/null
+    "$amdistill" --threads 1 score "$sw/$name" "$data/fbank/test" "$exp/ali/test/ali.txt" \
+      "$sw/scores/$name.json" --teacher "$exp/teacher" --name "$name" >/dev/null 2>&1
+  fi
+}
+acc() { python3 -c "import json,sys; print('%.2f' % (100*json.load(open(sys.argv[1]))['all']['frame_acc']))" "$1"; }
+
+for t in 1 2 4; do
+  for a in 0.25 0.5 0.75 1.0; do
+    log "T=$t alpha=$a"
+    student "T${t}_a${a}" --set "kd.targets=$exp/teacher/targets_train" --set "kd.temperature=$t" --set "kd.alpha=$a"
+  done
+done
+if [ ! -f "$exp/teacher/targets_train_dense/targets.scp" ]; then
+  "$amdistill" dump-posteriors "$exp/teacher" "$data/fbank/train" "$exp/teacher/targets_train_dense" --dense
+fi
+student "dense_T2_a0.5" --set "kd.targets=$exp/teacher/targets_train_dense" --set kd.temperature=2 --set kd.alpha=0.5
+
+{
+  echo "| T \\ alpha | 0.25 | 0.5 | 0.75 | 1.0 |"
+  echo "|---|---|---|---|---|"
+  for t in 1 2 4; do
+    row="| $t"
+    for a in 0.25 0.5 0.75 1.0; do row="$row | $(acc "$sw/scores/T${t}_a${a}.json")"; done
+    echo "$row |"
+  done
+  echo
+  echo "Top-10 (44 bytes/frame) vs dense (2 bytes x senones per frame) soft targets, T=2, alpha=0.5:"
+  echo "top-10 $(acc "$sw/scores/T2_a0.5.json")%, dense $(acc "$sw/scores/dense_T2_a0.5.json")%"
+} | tee "$sw/sweep.md"
