@@ -135,7 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .utts()
         .iter()
         .enumerate()
-        .filter(|(i, _)| shard.is_none_or(|(s, n)| i % n == s - 1))
+        .filter(|(i, _)| shard.map_or(true, |(s, n)| i % n == s - 1))
         .map(|(_, u)| u)
         .collect();
     let mut writer = SoftTargetWriter::create(&args.out_dir, meta, shard)?;

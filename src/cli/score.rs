@@ -95,7 +95,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .context("a soft-target store without a teacher directory needs --senones-dir")?;
         (Scored::Targets(store), dir)
     } else {
-        let model = Scored::Model(Ensemble::load(&[args.model.clone()], &dev)?);
+        let model = Scored::Model(Ensemble::load(std::slice::from_ref(&args.model), &dev)?);
         (
             model,
             args.senones_dir

@@ -256,7 +256,7 @@ impl TrainConfig {
             return Err("[data] valid and valid_ali go together".into());
         }
         if let Some(kd) = &self.kd {
-            if kd.targets.is_some() == !kd.teachers.is_empty() {
+            if kd.targets.is_some() != kd.teachers.is_empty() {
                 return Err(
                     "[kd] give either targets (offline soft targets) or teachers (online), not both or neither"
                         .into(),
