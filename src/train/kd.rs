@@ -1,14 +1,16 @@
 //! The teacher side of student training: soft targets read from a store (offline) or
 //! computed by a teacher inside the loop (online), turned into the distillation loss.
 
+use std::collections::HashMap;
+
 use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::labels::soft_targets::SoftTargetStore;
+use crate::labels::soft_targets::{SoftTargetStore, UttTargets};
 use crate::models::Context;
 use crate::train::config::KdSection;
 use crate::train::data::{Batch, TrainData};
-use crate::train::loss::{kd_loss, soft_batch_from_topk, KdConfig, SoftBatch};
+use crate::train::loss::{kd_loss, KdConfig, SoftBatch};
 use crate::train::teacher::Ensemble;
 
 enum Source {
@@ -143,37 +145,35 @@ impl Distiller {
     ) -> candle_core::Result<(Tensor, f64, f64)> {
         let soft = match &self.source {
             Source::Offline { store, index } => {
-                let t = self.cfg.temperature as f32;
-                let mut ids = Vec::new();
-                let mut probs = Vec::new();
-                let mut rest = Vec::new();
-                let mut k = 0;
+                // Each utterance decoded once per batch, however many of its chunks it holds.
+                let mut decoded: HashMap<u32, UttTargets> = HashMap::new();
                 for span in &batch.spans {
-                    let utt = &index[span.utt as usize];
-                    let targets = store
-                        .get(utt)
-                        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-                    k = targets.k;
-                    let (p, r) = targets.probs_at(t, span.start as usize, span.len as usize);
-                    let a = span.start as usize * targets.k;
-                    let b = a + span.len as usize * targets.k;
-                    ids.extend_from_slice(&targets.ids[a..b]);
-                    probs.extend(p);
-                    rest.extend(r);
+                    if let std::collections::hash_map::Entry::Vacant(e) = decoded.entry(span.utt) {
+                        let t = store
+                            .get(&index[span.utt as usize])
+                            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                        e.insert(t);
+                    }
                 }
-                let n = rest.len();
+                let spans: Vec<(&UttTargets, usize, usize)> = batch
+                    .spans
+                    .iter()
+                    .map(|sp| (&decoded[&sp.utt], sp.start as usize, sp.len as usize))
+                    .collect();
+                let soft = SoftBatch::from_spans(
+                    &spans,
+                    self.cfg.temperature as f32,
+                    self.num_senones,
+                    &self.device,
+                )?;
+                let n = soft.probs().dim(0)?;
                 if n != rows.len() {
                     return Err(candle_core::Error::Msg(format!(
                         "soft targets cover {n} frames of the batch, labels {}",
                         rows.len()
                     )));
                 }
-                let dense = soft_batch_from_topk(&ids, &probs, &rest, n, k, self.num_senones);
-                SoftBatch::from_probs(Tensor::from_vec(
-                    dense,
-                    (n, self.num_senones),
-                    &self.device,
-                )?)
+                soft
             }
             Source::Online(ens) => {
                 let t = ens.logits(xs, ctx, batch.chunk_frames)?;

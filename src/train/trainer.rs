@@ -249,6 +249,16 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
         );
     }
 
+    let epoch_end = EpochEnd {
+        valid: valid_data.as_ref(),
+        model: model.as_ref(),
+        vars: &vars,
+        out,
+        card: &card,
+        patience: cfg.train.patience,
+        device: &device,
+        quiet,
+    };
     let mut frames_trained: u64 = 0;
     let t_loop = Instant::now();
     'epochs: while progress.epoch < cfg.train.epochs {
@@ -323,34 +333,12 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
             if cfg.train.max_steps > 0 && progress.step >= cfg.train.max_steps {
                 bar.finish_and_clear();
                 progress.finished = true;
-                finish_epoch(
-                    &mut progress,
-                    &valid_data,
-                    model.as_ref(),
-                    ctx,
-                    &vars,
-                    out,
-                    &mut metrics,
-                    &device,
-                    quiet,
-                    false,
-                )?;
+                epoch_end.finish(&mut progress, &mut metrics, false)?;
                 break 'epochs;
             }
         }
         bar.finish_and_clear();
-        let stop = finish_epoch(
-            &mut progress,
-            &valid_data,
-            model.as_ref(),
-            ctx,
-            &vars,
-            out,
-            &mut metrics,
-            &device,
-            quiet,
-            true,
-        )?;
+        let stop = epoch_end.finish(&mut progress, &mut metrics, true)?;
         if stop {
             progress.finished = true;
             break;
@@ -373,83 +361,77 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
     Ok(summary)
 }
 
-/// The end of an epoch (or of training at max_steps): validation, metrics, the best model,
-/// early stopping. Returns whether to stop.
-#[allow(clippy::too_many_arguments)]
-fn finish_epoch(
-    p: &mut Progress,
-    valid: &Option<TrainData>,
-    model: &dyn AcousticModel,
-    ctx: crate::models::Context,
-    vars: &[(String, candle_core::Var)],
-    out: &Path,
-    metrics: &mut MetricsLog,
-    device: &Device,
+/// What the end of an epoch needs, fixed for the run.
+struct EpochEnd<'a> {
+    valid: Option<&'a TrainData>,
+    model: &'a dyn AcousticModel,
+    vars: &'a [(String, candle_core::Var)],
+    out: &'a Path,
+    card: &'a ModelCard,
+    /// Epochs without improvement before stopping (0 = never).
+    patience: u64,
+    device: &'a Device,
     quiet: bool,
-    whole_epoch: bool,
-) -> Result<bool> {
-    let card: ModelCard = read_card(out)?;
-    let train_acc = p.epoch_correct as f64 / p.epoch_frames.max(1) as f64;
-    let train_loss = p.epoch_loss_sum / p.epoch_batches.max(1) as f64;
-    let eval = match valid {
-        Some(v) => Some(evaluate(model, v, ctx, device)?),
-        None => None,
-    };
-    let epoch_no = p.epoch + 1;
-    let mut line = serde_json::json!({
-        "kind": "epoch", "epoch": epoch_no, "step": p.step, "complete": whole_epoch,
-        "train_acc": train_acc, "train_loss": train_loss,
-    });
-    let mut stop = false;
-    if let Some(e) = eval {
-        line["valid_acc"] = e.accuracy.into();
-        line["valid_loss"] = e.cross_entropy.into();
-        if e.accuracy > p.best_valid_acc || p.best_epoch == 0 {
-            p.best_valid_acc = e.accuracy;
-            p.best_epoch = epoch_no;
-            p.epochs_since_best = 0;
-            save_weights(&out.join("model.safetensors"), vars, &card)?;
-        } else {
-            p.epochs_since_best += 1;
+}
+
+impl EpochEnd<'_> {
+    /// The end of an epoch (or of training at max_steps): validation, metrics, the best
+    /// model, early stopping. Returns whether to stop.
+    fn finish(
+        &self,
+        p: &mut Progress,
+        metrics: &mut MetricsLog,
+        whole_epoch: bool,
+    ) -> Result<bool> {
+        let train_acc = p.epoch_correct as f64 / p.epoch_frames.max(1) as f64;
+        let train_loss = p.epoch_loss_sum / p.epoch_batches.max(1) as f64;
+        let eval = match self.valid {
+            Some(v) => Some(evaluate(self.model, v, self.device)?),
+            None => None,
+        };
+        let epoch_no = p.epoch + 1;
+        let mut line = serde_json::json!({
+            "kind": "epoch", "epoch": epoch_no, "step": p.step, "complete": whole_epoch,
+            "train_acc": train_acc, "train_loss": train_loss,
+        });
+        let mut stop = false;
+        if let Some(e) = eval {
+            line["valid_acc"] = e.accuracy.into();
+            line["valid_loss"] = e.cross_entropy.into();
+            if e.accuracy > p.best_valid_acc || p.best_epoch == 0 {
+                p.best_valid_acc = e.accuracy;
+                p.best_epoch = epoch_no;
+                p.epochs_since_best = 0;
+                save_weights(&self.out.join("model.safetensors"), self.vars, self.card)?;
+            } else {
+                p.epochs_since_best += 1;
+            }
+            stop = self.patience > 0 && p.epochs_since_best >= self.patience;
         }
-        let patience = card_patience(&card);
-        stop = patience > 0 && p.epochs_since_best >= patience;
+        if !self.quiet {
+            eprintln!(
+                "epoch {epoch_no}: train loss {train_loss:.4} acc {:.2}%{}{}",
+                100.0 * train_acc,
+                eval.map(|e| format!(
+                    ", valid loss {:.4} acc {:.2}%",
+                    e.cross_entropy,
+                    100.0 * e.accuracy
+                ))
+                .unwrap_or_default(),
+                if stop { " (early stopping)" } else { "" }
+            );
+        }
+        metrics.write(&line)?;
+        if whole_epoch {
+            p.epoch += 1;
+            p.batch_in_epoch = 0;
+            p.epoch_loss_sum = 0.0;
+            p.epoch_correct = 0;
+            p.epoch_frames = 0;
+            p.epoch_batches = 0;
+        }
+        Ok(stop)
     }
-    if !quiet {
-        eprintln!(
-            "epoch {epoch_no}: train loss {train_loss:.4} acc {:.2}%{}{}",
-            100.0 * train_acc,
-            eval.map(|e| format!(
-                ", valid loss {:.4} acc {:.2}%",
-                e.cross_entropy,
-                100.0 * e.accuracy
-            ))
-            .unwrap_or_default(),
-            if stop { " (early stopping)" } else { "" }
-        );
-    }
-    metrics.write(&line)?;
-    if whole_epoch {
-        p.epoch += 1;
-        p.batch_in_epoch = 0;
-        p.epoch_loss_sum = 0.0;
-        p.epoch_correct = 0;
-        p.epoch_frames = 0;
-        p.epoch_batches = 0;
-    }
-    Ok(stop)
-}
-
-fn card_patience(card: &ModelCard) -> u64 {
-    card.training["config"]["train"]["patience"]
-        .as_u64()
-        .unwrap_or(0)
-}
-
-fn read_card(out: &Path) -> Result<ModelCard> {
-    let p = out.join("model.json");
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::parse(&p, e.line(), e.to_string()))
 }
 
 /// One step's outcome.
@@ -556,11 +538,9 @@ pub fn narrow_context(
 pub fn evaluate(
     model: &dyn AcousticModel,
     data: &TrainData,
-    ctx: crate::models::Context,
     device: &Device,
 ) -> Result<EvalResult> {
     let own = model.context();
-    let _ = ctx;
     let c = cerr("validation");
     let mut frames = 0u64;
     let mut correct = 0u64;
