@@ -25,15 +25,18 @@
 //! assert_eq!((feats.rows, feats.cols), (100, 80));
 //! ```
 
+pub mod align;
 pub mod atomic;
 pub mod audio;
 pub mod corpus;
 pub mod error;
+pub mod export;
 pub mod features;
 pub mod labels;
 pub mod models;
 pub mod nn;
 pub mod progress;
+pub mod runtime;
 pub mod scoring;
 pub mod train;
 
