@@ -12,10 +12,12 @@ mod compute_cmvn;
 mod compute_fbank;
 mod copy_feats;
 mod dump_posteriors;
+mod export;
 mod fbank_args;
 mod import;
 mod make_alignments;
 mod score;
+mod stream;
 mod synth_corpus;
 mod train;
 mod validate_data_dir;
@@ -41,9 +43,11 @@ enum Command {
     Compare(compare::Args),
     CopyFeats(copy_feats::Args),
     DumpPosteriors(dump_posteriors::Args),
+    Export(export::Args),
     Import(import::Args),
     MakeAlignments(make_alignments::Args),
     Score(score::Args),
+    Stream(stream::Args),
     SynthCorpus(synth_corpus::Args),
     Train(train::Args),
     ValidateDataDir(validate_data_dir::Args),
@@ -72,9 +76,11 @@ pub fn main() -> ExitCode {
         Command::Compare(args) => compare::run(args),
         Command::CopyFeats(args) => copy_feats::run(args),
         Command::DumpPosteriors(args) => dump_posteriors::run(args),
+        Command::Export(args) => export::run(args),
         Command::Import(args) => import::run(args),
         Command::MakeAlignments(args) => make_alignments::run(args),
         Command::Score(args) => score::run(args),
+        Command::Stream(args) => stream::run(args),
         Command::SynthCorpus(args) => synth_corpus::run(args),
         Command::Train(args) => train::run(args),
         Command::ValidateDataDir(args) => validate_data_dir::run(args),

@@ -186,6 +186,22 @@ impl Op {
         }
     }
 
+    /// Mutable references to the node ids this op reads, in [`Op::inputs`] order.
+    pub fn inputs_mut(&mut self) -> Vec<&mut NodeId> {
+        match self {
+            Op::Input => vec![],
+            Op::Splice { input, .. }
+            | Op::Trim { input, .. }
+            | Op::Affine { input, .. }
+            | Op::ScaleShift { input, .. }
+            | Op::LayerNorm { input, .. }
+            | Op::LogSoftmax { input } => vec![input],
+            Op::Lstm(l) => vec![&mut l.input],
+            Op::Add { a, b, .. } => vec![a, b],
+            Op::Concat { inputs } => inputs.iter_mut().collect(),
+        }
+    }
+
     /// A short name for messages and ONNX node names.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -318,6 +334,30 @@ impl Graph {
     }
 
     /// Appends a node after checking its inputs' sizes; returns its id.
+    /// The same graph reading `x * scale + shift` instead of its input (per channel): folds
+    /// a global CMVN into the model, so it takes raw features. The new node comes right after
+    /// the input and every later id moves up by one.
+    pub fn prepend_scale_shift(&self, name: &str, scale: Vec<f32>, shift: Vec<f32>) -> Result<Graph> {
+        let dim = self.input_dim();
+        if scale.len() != dim || shift.len() != dim {
+            return Err(Error::config(format!(
+                "graph node {name}: {} scales and {} shifts for a {dim}-dimensional input",
+                scale.len(),
+                shift.len()
+            )));
+        }
+        let mut g = Graph::new(dim);
+        g.push(name, Op::ScaleShift { input: 0, scale, shift })?;
+        for node in &self.nodes[1..] {
+            let mut op = node.op.clone();
+            for id in op.inputs_mut() {
+                *id += 1;
+            }
+            g.push(node.name.clone(), op)?;
+        }
+        Ok(g)
+    }
+
     pub fn push(&mut self, name: impl Into<String>, op: Op) -> Result<NodeId> {
         let name = name.into();
         let bad = |msg: String| Error::config(format!("graph node {name}: {msg}"));
