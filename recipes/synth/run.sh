@@ -11,6 +11,8 @@
 #                                                            metrics.jsonl, checkpoints/)
 #         recipes/synth/exp/teacher/targets_train           the teacher's top-10 soft targets on train
 #         recipes/synth/exp/scores/<split>/<model>.json      frame accuracy, agreement, KL ...
+#         recipes/synth/exp/export/student_kd               the KD student's bundle (bundle.json, fp32 + int8
+#                                                            safetensors, model.onnx, model.int8.onnx)
 #         recipes/synth/exp/compare/<split>/                 compare.md/.csv, learning curves, accuracy vs size
 #         recipes/synth/exp/log/                            logs
 #
@@ -126,19 +128,33 @@ score() {
 }
 run_stage 10 "score teacher and students on test and test_unseen" score
 
+export_student() {
+  "$amdistill" export "$exp/student_kd" "$exp/export/student_kd" \
+    --eval "$data/fbank/test" --eval-ali "$exp/ali/test/ali.txt" 2>&1 | tee "$exp/log/export.log"
+  for s in test test_unseen; do
+    "$amdistill" score "$exp/export/student_kd" "$data/fbank/$s" "$exp/ali/$s/ali.txt" \
+      "$exp/scores/$s/student_kd_int8.json" --int8 --teacher "$exp/teacher" --name student_kd_int8 \
+      2>&1 | tee -a "$exp/log/export.log"
+  done
+  # The device path: audio in 10 ms chunks through the int8 bundle, checked against offline.
+  "$amdistill" stream "$exp/export/student_kd" --int8 --check \
+    $(head -n 2 "$data/test/wav.scp" | awk '{print $2}') 2>&1 | tee -a "$exp/log/export.log"
+}
+run_stage 11 "export the KD student (bundle: fp32, int8, ONNX) and score its int8 weights" export_student
+
 compare() {
   for s in test test_unseen; do
     "$amdistill" compare "$exp/scores/$s/teacher.json" "$exp/scores/$s/student_hard.json" \
-      "$exp/scores/$s/student_kd.json" --out "$exp/compare/$s" \
+      "$exp/scores/$s/student_kd.json" "$exp/scores/$s/student_kd_int8.json" --out "$exp/compare/$s" \
       --curves "teacher=$exp/teacher/metrics.jsonl" --curves "student_hard=$exp/student_hard/metrics.jsonl" \
       --curves "student_kd=$exp/student_kd/metrics.jsonl" > "$exp/log/compare_$s.log"
   done
 }
-run_stage 11 "comparison tables and plots" compare
+run_stage 12 "comparison tables and plots" compare
 
 for s in test test_unseen; do
   if [ -f "$exp/compare/$s/compare.md" ]; then
     echo "== $s =="; cat "$exp/compare/$s/compare.md"
   fi
 done
-log "finished: tables and plots in $exp/compare/{test,test_unseen}, models in $exp/{teacher,student_hard,student_kd}"
+log "finished: tables and plots in $exp/compare/{test,test_unseen}, models in $exp/{teacher,student_hard,student_kd}, the exported student in $exp/export/student_kd"

@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 
+use amdistill::export::bundle::MANIFEST;
+use amdistill::export::{Bundle, Precision};
 use amdistill::features::store::FeatureStore;
+use amdistill::runtime::{lower, quantize, varmap_tensors, Runtime};
 use amdistill::labels::kaldi_ali::read_alignments;
 use amdistill::labels::phones::PhoneSet;
 use amdistill::labels::soft_targets::{SoftTargetStore, UttTargets};
@@ -18,8 +21,9 @@ use amdistill::train::trainer::device;
 
 /// Score a model or a soft-target store against alignments.
 ///
-/// MODEL is a trained model directory (model.json) or a soft-target store (targets.json, from
-/// dump-posteriors). Figures: frame accuracy (argmax == alignment), top-5 accuracy,
+/// MODEL is a trained model directory (model.json), an export bundle (bundle.json, run by
+/// amdistill's runtime, fp32 or with --int8 its int8 weights) or a soft-target store
+/// (targets.json, from dump-posteriors). Figures: frame accuracy (argmax == alignment), top-5 accuracy,
 /// cross-entropy, and with --teacher the agreement with the teacher's argmax and
 /// KL(teacher || model); each with and without silence frames; per-phone accuracy; for TIMIT
 /// phone sets the 39-phone folded accuracy; the most frequent confusions. The model's size,
@@ -46,6 +50,9 @@ pub struct Args {
     /// Name in tables (default: the model directory's name).
     #[arg(long)]
     pub name: Option<String>,
+    /// Score a bundle's int8 weights (MODEL must be a bundle).
+    #[arg(long)]
+    pub int8: bool,
     /// Directory with senones.txt and phones.txt [default: MODEL; for a soft-target store,
     /// its teacher's directory].
     #[arg(long, value_name = "DIR")]
@@ -55,6 +62,8 @@ pub struct Args {
 enum Scored {
     Model(Ensemble),
     Targets(SoftTargetStore),
+    /// An export bundle run by amdistill's runtime (raw features in: CMVN is inside).
+    Bundle(Box<Bundle>, Runtime),
 }
 
 /// Dense `[frames, S]` logits from top-k targets: the rest spread evenly (what the store
@@ -83,7 +92,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let dev = device()?;
     let store = FeatureStore::open(&args.feat_dir)?;
     let ali = read_alignments(&args.ali)?;
-    let (scored, model_dir) = if args.model.join("targets.json").exists() {
+    let (scored, model_dir) = if args.model.join(MANIFEST).exists() {
+        let bundle = Bundle::load(&args.model)?;
+        bundle.card().check_features(&store, &args.model)?;
+        let precision = if args.int8 { Precision::Int8 } else { Precision::Fp32 };
+        let rt = bundle.runtime(precision)?;
+        (Scored::Bundle(Box::new(bundle), rt), args.model.clone())
+    } else if args.model.join("targets.json").exists() {
         let store = SoftTargetStore::open(&args.model)?;
         let teacher_dir = store.meta().teacher["models"][0]
             .as_str()
@@ -128,8 +143,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    if args.int8 && !matches!(scored, Scored::Bundle(..)) {
+        bail!("--int8 scores a bundle's int8 weights; {} is not a bundle (amdistill export)", args.model.display());
+    }
     let normaliser = match &scored {
         Scored::Model(m) => Some(m.normaliser(&store)?),
+        Scored::Bundle(..) => None,
         Scored::Targets(t) => {
             t.check_compatible(senones.len(), &t.meta().senones_id, store.frame_shift())?;
             None
@@ -156,6 +175,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     let l: Vec<f32> = m.utterance_logits(&f, &dev)?.flatten_all()?.to_vec1()?;
                     forward_secs += t0.elapsed().as_secs_f64();
                     (l, f.rows)
+                }
+                (Scored::Bundle(_, rt), _) => {
+                    let f = store.get(utt)?;
+                    let t0 = Instant::now();
+                    let l = rt.forward_utterance(&f)?;
+                    forward_secs += t0.elapsed().as_secs_f64();
+                    (l.data, f.rows)
                 }
                 (Scored::Targets(t), _) => {
                     let u = t.get(utt)?;
@@ -202,7 +228,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 params: Some(card.params as u64),
                 mflops_per_frame: Some(card.mflops_per_frame),
                 bytes_fp32: Some(4 * card.params as u64),
-                bytes_int8: None,
+                // What `amdistill export` would store (LSTMP and friends included).
+                bytes_int8: lower(
+                    &card.model,
+                    card.input_dim,
+                    card.num_senones,
+                    &varmap_tensors(&m.members[0].varmap),
+                )
+                .ok()
+                .map(|g| quantize(&g).weight_bytes() as u64),
+                rtf: (audio_secs > 0.0).then(|| forward_secs / audio_secs),
+            }
+        }
+        Scored::Bundle(b, _) => {
+            let m = &b.manifest;
+            let audio_secs = frames_total as f64 * m.card.frame_shift;
+            ModelInfo {
+                name,
+                params: Some(m.fp32.params as u64),
+                mflops_per_frame: Some(m.card.mflops_per_frame),
+                bytes_fp32: Some(m.fp32.bytes as u64),
+                bytes_int8: Some(m.int8.bytes as u64),
                 rtf: (audio_secs > 0.0).then(|| forward_secs / audio_secs),
             }
         }

@@ -11,6 +11,7 @@
 //!   model.int8.onnx         int8 ONNX (MatMulInteger, activations quantised per frame)
 //!   senones.txt             the senone table (id, phone, state, context)
 //!   fbank.conf              the fbank options, Kaldi's --option=value form
+//!   phones.txt, phone_classes.txt   the phone set, when the model directory has it
 //! ```
 //!
 //! The runtime graph of a bundle reads *raw* fbank frames: the training set's global CMVN is
@@ -49,6 +50,8 @@ pub const ONNX_FP32: &str = "model.onnx";
 pub const ONNX_INT8: &str = "model.int8.onnx";
 pub const SENONES: &str = "senones.txt";
 pub const FBANK_CONF: &str = "fbank.conf";
+/// The phone set of the senones (copied when the model directory has them).
+pub const PHONE_FILES: [&str; 2] = ["phones.txt", "phone_classes.txt"];
 
 /// Which weights a runtime uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -270,6 +273,12 @@ fn write_bundle(
     put(WEIGHTS_FP32, &graph_to_safetensors(graph, meta("fp32"))?)?;
     put(WEIGHTS_INT8, &graph_to_safetensors(int8, meta("int8"))?)?;
     put(SENONES, senones)?;
+    for name in PHONE_FILES {
+        let p = model_dir.join(name);
+        if p.exists() {
+            put(name, &std::fs::read(&p).map_err(|e| Error::io(&p, e))?)?;
+        }
+    }
     if let Some(f) = &card.fbank {
         put(FBANK_CONF, f.to_conf_string().as_bytes())?;
     }
