@@ -28,6 +28,7 @@
 pub mod align;
 pub mod atomic;
 pub mod audio;
+pub mod capi;
 pub mod corpus;
 pub mod error;
 pub mod export;

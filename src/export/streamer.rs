@@ -118,6 +118,12 @@ impl Streamer {
         written
     }
 
+    /// Drops the utterance in progress: buffered audio and frames not yet returned.
+    pub fn reset(&mut self) {
+        self.features.reset(0);
+        self.model.reset();
+    }
+
     fn run_model(&mut self, frames: usize, out: &mut Vec<f32>) -> usize {
         let d = self.fbank.dim();
         (0..frames)

@@ -288,9 +288,15 @@ impl FrameStream {
         }
         self.emitted += n;
         debug_assert_eq!(self.emitted, self.pushed, "one output per input frame");
+        self.reset();
+        n
+    }
+
+    /// Drops the utterance in progress (its pending frames are lost).
+    pub fn reset(&mut self) {
         self.graph.reset();
+        self.last = None;
         self.pushed = 0;
         self.emitted = 0;
-        n
     }
 }
