@@ -9,7 +9,7 @@
 //!   `Streamer` in 160-sample (10 ms) chunks, fbank included.
 //!
 //! ```text
-//! cargo bench --bench runtime -- [--seconds 8] [--onnx-dir DIR]
+//! cargo bench --bench runtime -- [--seconds 8] [--rows stream,batch,batch2,rtf] [--onnx-dir DIR]
 //! ```
 //!
 //! Random weights (seeded) with the real shapes: speed does not depend on their values.
@@ -126,6 +126,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
     let seconds: f64 = opt("--seconds").map_or(8.0, |s| s.parse().expect("--seconds N"));
+    let rows = opt("--rows").map_or("stream,batch,batch2,rtf", |s| s.as_str());
+    let want = |row: &str| rows.split(',').any(|r| r == row);
     let g = student();
     let g8 = quantize(&g);
     if let Some(dir) = opt("--onnx-dir") {
@@ -149,9 +151,18 @@ fn main() {
             b / ort
         );
     };
-    row("streaming, 1 frame per call, 1 thread", stream_rate(&fp32, seconds), stream_rate(&int8, seconds), ORT_STREAM.0);
-    row("batch 512, 1 thread", batch_rate(&fp32, seconds, 1), batch_rate(&int8, seconds, 1), ORT_B512.0);
-    row("2 batches of 512 on 2 threads", batch_rate(&fp32, seconds, 2), batch_rate(&int8, seconds, 2), ORT_B512.1);
+    if want("stream") {
+        row("streaming, 1 frame per call, 1 thread", stream_rate(&fp32, seconds), stream_rate(&int8, seconds), ORT_STREAM.0);
+    }
+    if want("batch") {
+        row("batch 512, 1 thread", batch_rate(&fp32, seconds, 1), batch_rate(&int8, seconds, 1), ORT_B512.0);
+    }
+    if want("batch2") {
+        row("2 batches of 512 on 2 threads", batch_rate(&fp32, seconds, 2), batch_rate(&int8, seconds, 2), ORT_B512.1);
+    }
+    if !want("rtf") {
+        return;
+    }
     let (r32, r8) = (rtf(&fp32, seconds), rtf(&int8, seconds));
     println!(
         "real-time factor, fbank + student, 10 ms chunks, 1 core: fp32 {r32:.5} ({:.0}x real time), int8 {r8:.5} ({:.0}x)",

@@ -1,14 +1,19 @@
 //! Matrix kernels of the runtime: `out[f][r] = W[r] . x[f] + b[r]` for one or many frames, in
 //! fp32 and int8.
 //!
-//! Every output value is computed the same way whatever the number of frames in the call:
-//! a 16-lane (fp32) or 64-byte (int8) accumulator runs over the input in order and is
-//! reduced at the end. A frame pushed alone in streaming therefore gets bit for bit the
-//! values it gets inside a batch offline. AVX-512 (VNNI for int8) is used where the CPU has
-//! it, portable loops elsewhere; each path is self-consistent, the two differ in rounding.
+//! Weights are packed once into panels of 16 rows (one AVX-512 register of outputs):
+//! fp32 `[panel][k][16]`, int8 `[panel][k / 4][16][4]` (VNNI's groups of four). A kernel
+//! tile holds up to 6 frames x 4 panels (24 accumulators) and walks the input once,
+//! broadcasting one input value (fp32) or four (int8) per step, so a batch reuses each
+//! weight load across 6 frames and each input load across 64 rows: the register-blocked
+//! GEMM of BLAS libraries. Frames are taken in blocks of 96 so that a block's inputs and a
+//! 64-row weight strip stay in L2.
 //!
-//! Weights are packed once: rows padded with zeros to a multiple of the lane width, so the
-//! inner loops have no tails.
+//! Every fp32 output is one accumulator running over the input in order, whatever the tile
+//! shape or the number of frames in the call, so a frame pushed alone in streaming gets bit
+//! for bit the values it gets inside a batch offline (int8 sums are exact in any order).
+//! AVX-512 (VNNI for int8) is used where the CPU has it, portable loops elsewhere; each
+//! path is self-consistent, the two differ in fp32 rounding.
 
 use super::graph::QuantMatrix;
 use crate::features::Matrix;
@@ -58,7 +63,12 @@ pub fn isa() -> &'static str {
     }
 }
 
-/// An fp32 weight `[rows, cols]` with each row padded to `stride` (a multiple of 16).
+/// Output rows per panel (one 16-lane fp32 or i32 register).
+const PANEL: usize = 16;
+
+/// An fp32 weight `[rows, cols]` packed in panels of 16 rows: `data[(p * cols + k) * 16 + l]`
+/// is `W[16 p + l][k]` (rows past the end are zero). Inputs come `stride` apart (a multiple
+/// of 16, as the engine lays them out); only the first `cols` values of each are read.
 #[derive(Debug, Clone)]
 pub struct PackedF32 {
     pub rows: usize,
@@ -69,28 +79,35 @@ pub struct PackedF32 {
 
 impl PackedF32 {
     pub fn new(m: &Matrix) -> Self {
-        let stride = round_up(m.cols.max(1), F32_LANES);
-        let mut data = vec![0f32; m.rows * stride];
+        let panels = m.rows.div_ceil(PANEL);
+        let mut data = vec![0f32; panels * m.cols * PANEL];
         for r in 0..m.rows {
-            data[r * stride..r * stride + m.cols].copy_from_slice(m.row(r));
+            let (p, l) = (r / PANEL, r % PANEL);
+            for (k, &v) in m.row(r).iter().enumerate() {
+                data[(p * m.cols + k) * PANEL + l] = v;
+            }
         }
         PackedF32 {
             rows: m.rows,
             cols: m.cols,
-            stride,
+            stride: round_up(m.cols.max(1), F32_LANES),
             data,
         }
     }
 
+    fn at(&self, r: usize, k: usize) -> f32 {
+        self.data[((r / PANEL) * self.cols + k) * PANEL + r % PANEL]
+    }
+
     /// `out[f * rows + r] = W[r] . x[f * stride ..] (+ bias[r]) (relu)` for `n` frames whose
-    /// inputs lie `stride` apart in `x` (padding zero or anything finite: the padded weights are 0).
+    /// inputs lie `stride` apart in `x`.
     pub fn apply(&self, x: &[f32], n: usize, bias: Option<&[f32]>, relu: bool, out: &mut [f32]) {
-        assert!(x.len() >= n * self.stride && out.len() >= n * self.rows);
+        assert!(n == 0 || x.len() >= (n - 1) * self.stride + self.cols);
+        assert!(out.len() >= n * self.rows && bias.map_or(true, |b| b.len() >= self.rows));
         #[cfg(target_arch = "x86_64")]
         if has_avx512() {
             // SAFETY: the CPU has AVX-512F; the slices were checked to cover every load and store.
-            unsafe { avx512::dots_f32(self, x, n, out) };
-            finish_f32(out, n, self.rows, bias, relu);
+            unsafe { avx512::gemm_f32(self, x, n, bias, relu, out) };
             return;
         }
         portable_dots_f32(self, x, n, out);
@@ -114,43 +131,26 @@ fn finish_f32(out: &mut [f32], n: usize, rows: usize, bias: Option<&[f32]>, relu
     }
 }
 
-/// The portable path: 16 partial sums per dot product, reduced pairwise as AVX-512's
-/// `reduce_add` does (the order matters only for self-consistency).
+/// The portable path: one accumulator per output over the input in order.
 fn portable_dots_f32(w: &PackedF32, x: &[f32], n: usize, out: &mut [f32]) {
     for f in 0..n {
-        let xf = &x[f * w.stride..(f + 1) * w.stride];
+        let xf = &x[f * w.stride..f * w.stride + w.cols];
         for r in 0..w.rows {
-            let wr = &w.data[r * w.stride..(r + 1) * w.stride];
-            let mut acc = [0f32; F32_LANES];
-            for (wc, xc) in wr.chunks_exact(F32_LANES).zip(xf.chunks_exact(F32_LANES)) {
-                for l in 0..F32_LANES {
-                    acc[l] += wc[l] * xc[l];
-                }
-            }
-            out[f * w.rows + r] = reduce16(&acc);
+            out[f * w.rows + r] = xf.iter().enumerate().fold(0f32, |a, (k, &v)| w.at(r, k).mul_add(v, a));
         }
     }
 }
 
-fn reduce16(a: &[f32; 16]) -> f32 {
-    let mut v = *a;
-    let mut width = 8;
-    while width > 0 {
-        for l in 0..width {
-            v[l] += v[l + width];
-        }
-        width /= 2;
-    }
-    v[0]
-}
-
-/// An int8 weight `[rows, cols]` (per-row scales), rows padded to a multiple of 64, with
-/// each row's sum of values (for the activation zero point).
+/// An int8 weight `[rows, cols]` (per-row scales) packed in panels of 16 rows and groups of
+/// four inputs: `data[((p * groups + g) * 16 + l) * 4 + j]` is `W[16 p + l][4 g + j]` (zero
+/// past the ends), with each row's sum of values (for the activation zero point). Inputs
+/// come `stride` bytes apart (a multiple of 64, zero-padded by [`quantize_frames`]).
 #[derive(Debug, Clone)]
 pub struct PackedI8 {
     pub rows: usize,
     pub cols: usize,
     pub stride: usize,
+    groups: usize,
     data: Vec<i8>,
     pub scales: Vec<f32>,
     row_sums: Vec<i32>,
@@ -158,22 +158,31 @@ pub struct PackedI8 {
 
 impl PackedI8 {
     pub fn new(q: &QuantMatrix) -> Self {
-        let stride = round_up(q.cols.max(1), I8_LANES);
-        let mut data = vec![0i8; q.rows * stride];
+        let panels = q.rows.div_ceil(PANEL);
+        let groups = q.cols.div_ceil(4);
+        let mut data = vec![0i8; panels * groups * PANEL * 4];
         let mut row_sums = Vec::with_capacity(q.rows);
         for r in 0..q.rows {
             let row = &q.data[r * q.cols..(r + 1) * q.cols];
-            data[r * stride..r * stride + q.cols].copy_from_slice(row);
+            let (p, l) = (r / PANEL, r % PANEL);
+            for (k, &v) in row.iter().enumerate() {
+                data[((p * groups + k / 4) * PANEL + l) * 4 + k % 4] = v;
+            }
             row_sums.push(row.iter().map(|&v| v as i32).sum());
         }
         PackedI8 {
             rows: q.rows,
             cols: q.cols,
-            stride,
+            stride: round_up(q.cols.max(1), I8_LANES),
+            groups,
             data,
             scales: q.scales.clone(),
             row_sums,
         }
+    }
+
+    fn at(&self, r: usize, k: usize) -> i8 {
+        self.data[(((r / PANEL) * self.groups + k / 4) * PANEL + r % PANEL) * 4 + k % 4]
     }
 
     /// As [`PackedF32::apply`] for activations quantised per frame by [`quantize_frames`]:
@@ -189,16 +198,17 @@ impl PackedI8 {
         out: &mut [f32],
     ) {
         assert!(xq.len() >= n * self.stride && xs.len() >= n && out.len() >= n * self.rows);
-        acc.clear();
-        acc.resize(n * self.rows, 0);
+        if let Some(b) = bias {
+            assert!(b.len() >= self.rows);
+        }
         #[cfg(target_arch = "x86_64")]
         if has_vnni() {
             // SAFETY: the CPU has AVX-512 VNNI; the slices were checked to cover every access.
-            unsafe { avx512::dots_i8(self, xq, n, acc) };
-        } else {
-            portable_dots_i8(self, xq, n, acc);
+            unsafe { avx512::gemm_i8(self, xq, xs, n, bias, relu, out) };
+            return;
         }
-        #[cfg(not(target_arch = "x86_64"))]
+        acc.clear();
+        acc.resize(n * self.rows, 0);
         portable_dots_i8(self, xq, n, acc);
         for f in 0..n {
             let (sx, zp) = xs[f];
@@ -218,14 +228,9 @@ impl PackedI8 {
 
 fn portable_dots_i8(w: &PackedI8, xq: &[u8], n: usize, acc: &mut [i32]) {
     for f in 0..n {
-        let xf = &xq[f * w.stride..(f + 1) * w.stride];
+        let xf = &xq[f * w.stride..f * w.stride + w.cols];
         for r in 0..w.rows {
-            let wr = &w.data[r * w.stride..(r + 1) * w.stride];
-            acc[f * w.rows + r] = wr
-                .iter()
-                .zip(xf)
-                .map(|(&a, &b)| a as i32 * b as i32)
-                .sum();
+            acc[f * w.rows + r] = xf.iter().enumerate().map(|(k, &b)| w.at(r, k) as i32 * b as i32).sum();
         }
     }
 }
@@ -271,143 +276,234 @@ pub fn quantize_frames(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{PackedF32, PackedI8, F32_LANES, I8_LANES};
+    use super::{PackedF32, PackedI8, PANEL};
 
-    /// Rows per block: 8 weight streams per pass over a frame's input.
-    const RB: usize = 8;
-    /// Frames per block when several are given (weights reused from registers and L1).
-    const FB: usize = 4;
+    /// Frames per tile (weight loads shared across them).
+    const MR: usize = 6;
+    /// Panels per tile (input loads shared across 64 rows).
+    const NR: usize = 4;
+    /// Panels per tile for a single frame (more independent accumulators).
+    const NR_ONE: usize = 8;
+    /// Frames per cache block.
+    const FRAME_BLOCK: usize = 96;
 
-    /// `out[f * rows + r] = W[r] . x[f]` (no bias).
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn dots_f32(w: &PackedF32, x: &[f32], n: usize, out: &mut [f32]) {
-        let k = w.stride;
-        let steps = k / F32_LANES;
-        let wp = w.data.as_ptr();
-        let xp = x.as_ptr();
-        let op = out.as_mut_ptr();
-        let mut f = 0;
-        while f + FB <= n {
-            let mut r = 0;
-            while r + 2 <= w.rows {
-                // 2 rows x 4 frames: 8 accumulators, 6 loads per 8 FMAs.
-                let mut acc = [_mm512_setzero_ps(); 2 * FB];
-                let w0 = wp.add(r * k);
-                let w1 = wp.add((r + 1) * k);
-                for s in 0..steps {
-                    let a = _mm512_loadu_ps(w0.add(s * F32_LANES));
-                    let b = _mm512_loadu_ps(w1.add(s * F32_LANES));
-                    for j in 0..FB {
-                        let xv = _mm512_loadu_ps(xp.add((f + j) * k + s * F32_LANES));
-                        acc[j] = _mm512_fmadd_ps(a, xv, acc[j]);
-                        acc[FB + j] = _mm512_fmadd_ps(b, xv, acc[FB + j]);
-                    }
-                }
-                for j in 0..FB {
-                    *op.add((f + j) * w.rows + r) = _mm512_reduce_add_ps(acc[j]);
-                    *op.add((f + j) * w.rows + r + 1) = _mm512_reduce_add_ps(acc[FB + j]);
-                }
-                r += 2;
+    /// Calls `$f::<mr, nr>` for runtime `mr` in 1..=6 and `nr` in 1..=4 (or 8 for one frame).
+    macro_rules! dispatch {
+        ($f:ident, $mr:expr, $nr:expr, $($arg:expr),*) => {
+            match ($mr, $nr) {
+                (1, 8) => $f::<1, 8>($($arg),*), (1, 7) => $f::<1, 7>($($arg),*),
+                (1, 6) => $f::<1, 6>($($arg),*), (1, 5) => $f::<1, 5>($($arg),*),
+                (1, 4) => $f::<1, 4>($($arg),*), (1, 3) => $f::<1, 3>($($arg),*),
+                (1, 2) => $f::<1, 2>($($arg),*), (1, 1) => $f::<1, 1>($($arg),*),
+                (2, 4) => $f::<2, 4>($($arg),*), (2, 3) => $f::<2, 3>($($arg),*),
+                (2, 2) => $f::<2, 2>($($arg),*), (2, 1) => $f::<2, 1>($($arg),*),
+                (3, 4) => $f::<3, 4>($($arg),*), (3, 3) => $f::<3, 3>($($arg),*),
+                (3, 2) => $f::<3, 2>($($arg),*), (3, 1) => $f::<3, 1>($($arg),*),
+                (4, 4) => $f::<4, 4>($($arg),*), (4, 3) => $f::<4, 3>($($arg),*),
+                (4, 2) => $f::<4, 2>($($arg),*), (4, 1) => $f::<4, 1>($($arg),*),
+                (5, 4) => $f::<5, 4>($($arg),*), (5, 3) => $f::<5, 3>($($arg),*),
+                (5, 2) => $f::<5, 2>($($arg),*), (5, 1) => $f::<5, 1>($($arg),*),
+                (6, 4) => $f::<6, 4>($($arg),*), (6, 3) => $f::<6, 3>($($arg),*),
+                (6, 2) => $f::<6, 2>($($arg),*), (6, 1) => $f::<6, 1>($($arg),*),
+                _ => unreachable!("tile {}x{}", $mr, $nr),
             }
-            while r < w.rows {
-                for j in 0..FB {
-                    *op.add((f + j) * w.rows + r) = dot(wp.add(r * k), xp.add((f + j) * k), steps);
-                }
-                r += 1;
+        };
+    }
+
+    /// Where the tiles of an `n`-frame product over `panels` panels go: calls
+    /// `tile(first frame, frames, first panel, panels)` in cache-blocked order.
+    fn for_tiles(n: usize, panels: usize, mut tile: impl FnMut(usize, usize, usize, usize)) {
+        if n == 1 {
+            for p in (0..panels).step_by(NR_ONE) {
+                tile(0, 1, p, NR_ONE.min(panels - p));
             }
-            f += FB;
+            return;
         }
-        while f < n {
-            let xf = xp.add(f * k);
-            let mut r = 0;
-            while r + RB <= w.rows {
-                let mut acc = [_mm512_setzero_ps(); RB];
-                for s in 0..steps {
-                    let xv = _mm512_loadu_ps(xf.add(s * F32_LANES));
-                    for (j, a) in acc.iter_mut().enumerate() {
-                        *a = _mm512_fmadd_ps(_mm512_loadu_ps(wp.add((r + j) * k + s * F32_LANES)), xv, *a);
-                    }
+        for f0 in (0..n).step_by(FRAME_BLOCK) {
+            let f_end = n.min(f0 + FRAME_BLOCK);
+            for p in (0..panels).step_by(NR) {
+                let mut f = f0;
+                while f < f_end {
+                    let mr = MR.min(f_end - f);
+                    tile(f, mr, p, NR.min(panels - p));
+                    f += mr;
                 }
-                for (j, a) in acc.iter().enumerate() {
-                    *op.add(f * w.rows + r + j) = _mm512_reduce_add_ps(*a);
-                }
-                r += RB;
             }
-            while r < w.rows {
-                *op.add(f * w.rows + r) = dot(wp.add(r * k), xf, steps);
-                r += 1;
-            }
-            f += 1;
         }
     }
 
-    #[target_feature(enable = "avx512f")]
-    unsafe fn dot(w: *const f32, x: *const f32, steps: usize) -> f32 {
-        let mut acc = _mm512_setzero_ps();
-        for s in 0..steps {
-            acc = _mm512_fmadd_ps(
-                _mm512_loadu_ps(w.add(s * F32_LANES)),
-                _mm512_loadu_ps(x.add(s * F32_LANES)),
-                acc,
-            );
+    /// Mask of the valid rows of panel `p` of `rows`.
+    fn row_mask(rows: usize, p: usize) -> u16 {
+        let valid = rows - p * PANEL;
+        if valid >= PANEL {
+            u16::MAX
+        } else {
+            (1u16 << valid) - 1
         }
-        _mm512_reduce_add_ps(acc)
     }
 
-    /// `acc[f * rows + r] = sum_k W[r][k] * xq[f][k]` (s8 x u8 in i32, exact).
+    /// What a tile does with its sums before storing them.
+    #[derive(Clone, Copy)]
+    pub struct Epilogue {
+        /// `rows` biases, or null.
+        bias: *const f32,
+        relu: bool,
+        /// int8 only: the weight's per-row sums and scales (`rows` each) and the frames'
+        /// `(scale, zero point)`, indexed from the tile's first frame.
+        row_sums: *const i32,
+        scales: *const f32,
+        frames: *const (f32, i32),
+    }
+
+    impl Epilogue {
+        /// `v + bias`, then `max(v, 0)`: the order of the portable `finish_f32`.
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        unsafe fn finish(&self, mut v: __m512, r0: usize, mask: u16) -> __m512 {
+            if !self.bias.is_null() {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, self.bias.add(r0)));
+            }
+            if self.relu {
+                v = _mm512_max_ps(v, _mm512_setzero_ps());
+            }
+            v
+        }
+    }
+
+    /// `out[f * rows + r] = W[r] . x[f] (+ bias[r]) (relu)`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn gemm_f32(
+        w: &PackedF32,
+        x: &[f32],
+        n: usize,
+        bias: Option<&[f32]>,
+        relu: bool,
+        out: &mut [f32],
+    ) {
+        let panels = w.rows.div_ceil(PANEL);
+        let (xp, op) = (x.as_ptr(), out.as_mut_ptr());
+        let e = Epilogue {
+            bias: bias.map_or(std::ptr::null(), |b| b.as_ptr()),
+            relu,
+            row_sums: std::ptr::null(),
+            scales: std::ptr::null(),
+            frames: std::ptr::null(),
+        };
+        for_tiles(n, panels, |f, mr, p, nr| {
+            let wp = w.data.as_ptr().add(p * w.cols * PANEL);
+            let xf = xp.add(f * w.stride);
+            let of = op.add(f * w.rows + p * PANEL);
+            dispatch!(tile_f32, mr, nr, wp, w.cols, xf, w.stride, of, w.rows, p, e);
+        });
+    }
+
+    /// One tile: `M` frames (inputs `xs` apart from `x`) x `N` panels (from `w`, each
+    /// `k * 16` floats), written to `out` (frames `rows` apart) for the valid rows.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_f32<const M: usize, const N: usize>(
+        w: *const f32,
+        k: usize,
+        x: *const f32,
+        xs: usize,
+        out: *mut f32,
+        rows: usize,
+        panel0: usize,
+        e: Epilogue,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); N]; M];
+        for kk in 0..k {
+            let mut wv = [_mm512_setzero_ps(); N];
+            for (j, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(w.add((j * k + kk) * PANEL));
+            }
+            for (i, a) in acc.iter_mut().enumerate() {
+                let xv = _mm512_set1_ps(*x.add(i * xs + kk));
+                for (a, v) in a.iter_mut().zip(&wv) {
+                    *a = _mm512_fmadd_ps(*v, xv, *a);
+                }
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            for (j, a) in a.iter().enumerate() {
+                let mask = row_mask(rows, panel0 + j);
+                let v = e.finish(*a, (panel0 + j) * PANEL, mask);
+                _mm512_mask_storeu_ps(out.add(i * rows + j * PANEL), mask, v);
+            }
+        }
+    }
+
+    /// `out[f * rows + r] = ((sum_k W[r][k] xq[f][k]) - zp_f rowsum_r) (scale_f scale_r)
+    /// (+ bias[r]) (relu)`: s8 x u8 sums in i32 (exact), dequantised as the portable path.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub unsafe fn dots_i8(w: &PackedI8, xq: &[u8], n: usize, acc_out: &mut [i32]) {
-        let k = w.stride;
-        let steps = k / I8_LANES;
-        let wp = w.data.as_ptr();
-        let xp = xq.as_ptr();
-        let op = acc_out.as_mut_ptr();
-        let mut f = 0;
-        while f + FB <= n {
-            for r in 0..w.rows {
-                let mut acc = [_mm512_setzero_si512(); FB];
-                let wr = wp.add(r * k);
-                for s in 0..steps {
-                    let wv = _mm512_loadu_si512(wr.add(s * I8_LANES) as *const _);
-                    for (j, a) in acc.iter_mut().enumerate() {
-                        let xv = _mm512_loadu_si512(xp.add((f + j) * k + s * I8_LANES) as *const _);
-                        *a = _mm512_dpbusd_epi32(*a, xv, wv);
-                    }
-                }
-                for (j, a) in acc.iter().enumerate() {
-                    *op.add((f + j) * w.rows + r) = _mm512_reduce_add_epi32(*a);
+    pub unsafe fn gemm_i8(
+        w: &PackedI8,
+        xq: &[u8],
+        frames: &[(f32, i32)],
+        n: usize,
+        bias: Option<&[f32]>,
+        relu: bool,
+        out: &mut [f32],
+    ) {
+        let panels = w.rows.div_ceil(PANEL);
+        let (xp, op) = (xq.as_ptr(), out.as_mut_ptr());
+        let e = Epilogue {
+            bias: bias.map_or(std::ptr::null(), |b| b.as_ptr()),
+            relu,
+            row_sums: w.row_sums.as_ptr(),
+            scales: w.scales.as_ptr(),
+            frames: frames.as_ptr(),
+        };
+        for_tiles(n, panels, |f, mr, p, nr| {
+            let wp = w.data.as_ptr().add(p * w.groups * PANEL * 4);
+            let xf = xp.add(f * w.stride);
+            let of = op.add(f * w.rows + p * PANEL);
+            let ef = Epilogue { frames: e.frames.add(f), ..e };
+            dispatch!(tile_i8, mr, nr, wp, w.groups, xf, w.stride, of, w.rows, p, ef);
+        });
+    }
+
+    /// As [`tile_f32`] with VNNI: each step multiplies four input bytes (broadcast) by the
+    /// four weights of each of 16 rows and adds the products into the row's i32 lane.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_i8<const M: usize, const N: usize>(
+        w: *const i8,
+        groups: usize,
+        x: *const u8,
+        xs: usize,
+        out: *mut f32,
+        rows: usize,
+        panel0: usize,
+        e: Epilogue,
+    ) {
+        let mut acc = [[_mm512_setzero_si512(); N]; M];
+        for g in 0..groups {
+            let mut wv = [_mm512_setzero_si512(); N];
+            for (j, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(w.add((j * groups + g) * PANEL * 4) as *const _);
+            }
+            for (i, a) in acc.iter_mut().enumerate() {
+                let four = (x.add(i * xs + 4 * g) as *const i32).read_unaligned();
+                let xv = _mm512_set1_epi32(four);
+                for (a, v) in a.iter_mut().zip(&wv) {
+                    *a = _mm512_dpbusd_epi32(*a, xv, *v);
                 }
             }
-            f += FB;
         }
-        while f < n {
-            let xf = xp.add(f * k);
-            let mut r = 0;
-            while r + RB <= w.rows {
-                let mut acc = [_mm512_setzero_si512(); RB];
-                for s in 0..steps {
-                    let xv = _mm512_loadu_si512(xf.add(s * I8_LANES) as *const _);
-                    for (j, a) in acc.iter_mut().enumerate() {
-                        let wv = _mm512_loadu_si512(wp.add((r + j) * k + s * I8_LANES) as *const _);
-                        *a = _mm512_dpbusd_epi32(*a, xv, wv);
-                    }
-                }
-                for (j, a) in acc.iter().enumerate() {
-                    *op.add(f * w.rows + r + j) = _mm512_reduce_add_epi32(*a);
-                }
-                r += RB;
+        for (i, a) in acc.iter().enumerate() {
+            let (sx, zp) = *e.frames.add(i);
+            for (j, a) in a.iter().enumerate() {
+                let r0 = (panel0 + j) * PANEL;
+                let mask = row_mask(rows, panel0 + j);
+                let sums = _mm512_maskz_loadu_epi32(mask, e.row_sums.add(r0));
+                let int = _mm512_sub_epi32(*a, _mm512_mullo_epi32(_mm512_set1_epi32(zp), sums));
+                let scale = _mm512_mul_ps(_mm512_set1_ps(sx), _mm512_maskz_loadu_ps(mask, e.scales.add(r0)));
+                let v = e.finish(_mm512_mul_ps(_mm512_cvtepi32_ps(int), scale), r0, mask);
+                _mm512_mask_storeu_ps(out.add(i * rows + j * PANEL), mask, v);
             }
-            while r < w.rows {
-                let mut a = _mm512_setzero_si512();
-                for s in 0..steps {
-                    let xv = _mm512_loadu_si512(xf.add(s * I8_LANES) as *const _);
-                    let wv = _mm512_loadu_si512(wp.add(r * k + s * I8_LANES) as *const _);
-                    a = _mm512_dpbusd_epi32(a, xv, wv);
-                }
-                *op.add(f * w.rows + r) = _mm512_reduce_add_epi32(a);
-                r += 1;
-            }
-            f += 1;
         }
     }
 }
