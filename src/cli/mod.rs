@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod align;
 mod build_tree;
 mod compare;
 mod compute_cmvn;
@@ -37,6 +38,7 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
+    Align(align::Args),
     BuildTree(build_tree::Args),
     ComputeCmvn(compute_cmvn::Args),
     ComputeFbank(compute_fbank::Args),
@@ -70,6 +72,7 @@ pub fn main() -> ExitCode {
         }
     }
     let result = match cli.command {
+        Command::Align(args) => align::run(args),
         Command::BuildTree(args) => build_tree::run(args),
         Command::ComputeCmvn(args) => compute_cmvn::run(args),
         Command::ComputeFbank(args) => compute_fbank::run(args),

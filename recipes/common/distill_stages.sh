@@ -1,0 +1,86 @@
+# The distillation stages every recipe shares, from senone alignments to the exported student
+# (source it after utils.sh; bash only). Each is a function for run_stage:
+#   stage_teacher       train conf/teacher.toml           -> $exp/teacher
+#   stage_soft_targets  teacher's top-10 logits on train  -> $exp/teacher/targets_train
+#   stage_student_hard  train conf/student_hard.toml      -> $exp/student_hard
+#   stage_student_kd    train conf/student_kd.toml on the soft targets -> $exp/student_kd
+#   stage_score         score the three on $test_splits   -> $exp/scores/<split>/<model>.json
+#   stage_export        bundle the KD student, score its int8 weights, stream check
+#                                                         -> $exp/export/student_kd
+#   stage_compare       tables and plots (with the int8 row when exported) -> $exp/compare/<split>/
+#   print_tables        prints the comparison tables
+# Variables read: amdistill (the binary), data (with fbank/<split>), exp (with tree/ and
+# ali/<split>/ali.txt), test_splits, teacher_opts and student_opts (extra `train` options, may
+# be empty), stream_data (a data directory whose first two recordings are streamed).
+
+train_set() {  # --set overrides that point a config at this run's data
+  echo --set "data.train=$data/fbank/train" --set "data.train_ali=$exp/ali/train/ali.txt" \
+       --set "data.valid=$data/fbank/dev" --set "data.valid_ali=$exp/ali/dev/ali.txt" \
+       --set "data.senones=$exp/tree/senones.txt"
+}
+
+stage_teacher() {
+  # shellcheck disable=SC2046,SC2086
+  "$amdistill" train conf/teacher.toml "$exp/teacher" --resume $(train_set) $teacher_opts 2>&1 \
+    | tee "$exp/log/train_teacher.log"
+}
+
+stage_soft_targets() {
+  "$amdistill" dump-posteriors "$exp/teacher" "$data/fbank/train" "$exp/teacher/targets_train" --top-k 10 \
+    2>&1 | tee "$exp/log/dump_posteriors.log"
+}
+
+stage_student_hard() {
+  # shellcheck disable=SC2046,SC2086
+  "$amdistill" train conf/student_hard.toml "$exp/student_hard" --resume $(train_set) $student_opts 2>&1 \
+    | tee "$exp/log/train_student_hard.log"
+}
+
+stage_student_kd() {
+  # shellcheck disable=SC2046,SC2086
+  "$amdistill" train conf/student_kd.toml "$exp/student_kd" --resume $(train_set) $student_opts \
+    --set "kd.targets=$exp/teacher/targets_train" 2>&1 | tee "$exp/log/train_student_kd.log"
+}
+
+stage_score() {
+  for s in $test_splits; do
+    for m in teacher student_hard student_kd; do
+      "$amdistill" score "$exp/$m" "$data/fbank/$s" "$exp/ali/$s/ali.txt" "$exp/scores/$s/$m.json" \
+        --teacher "$exp/teacher" --name "$m" 2>&1 | tee -a "$exp/log/score.log"
+    done
+  done
+}
+
+stage_export() {
+  local first; first="${test_splits%% *}"
+  "$amdistill" export "$exp/student_kd" "$exp/export/student_kd" \
+    --eval "$data/fbank/$first" --eval-ali "$exp/ali/$first/ali.txt" 2>&1 | tee "$exp/log/export.log"
+  for s in $test_splits; do
+    "$amdistill" score "$exp/export/student_kd" "$data/fbank/$s" "$exp/ali/$s/ali.txt" \
+      "$exp/scores/$s/student_kd_int8.json" --int8 --teacher "$exp/teacher" --name student_kd_int8 \
+      2>&1 | tee -a "$exp/log/export.log"
+  done
+  # The device path: audio in 10 ms chunks through the int8 bundle, checked against offline.
+  # shellcheck disable=SC2046
+  "$amdistill" stream "$exp/export/student_kd" --int8 --check \
+    $(head -n 2 "$stream_data/wav.scp" | awk '{print $2}') 2>&1 | tee -a "$exp/log/export.log"
+}
+
+stage_compare() {
+  for s in $test_splits; do
+    local int8=()  # the export stage's row, where the recipe exports
+    [ -f "$exp/scores/$s/student_kd_int8.json" ] && int8=("$exp/scores/$s/student_kd_int8.json")
+    "$amdistill" compare "$exp/scores/$s/teacher.json" "$exp/scores/$s/student_hard.json" \
+      "$exp/scores/$s/student_kd.json" "${int8[@]}" --out "$exp/compare/$s" \
+      --curves "teacher=$exp/teacher/metrics.jsonl" --curves "student_hard=$exp/student_hard/metrics.jsonl" \
+      --curves "student_kd=$exp/student_kd/metrics.jsonl" > "$exp/log/compare_$s.log"
+  done
+}
+
+print_tables() {
+  for s in $test_splits; do
+    if [ -f "$exp/compare/$s/compare.md" ]; then
+      echo "== $s =="; cat "$exp/compare/$s/compare.md"
+    fi
+  done
+}

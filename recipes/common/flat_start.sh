@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Flat-start alignment (GMM-free DNN training, Senior et al. 2014): phone times for a
+# transcribed corpus that has none.
+#
+#   round 0: uniform segmentation of sil + phones + sil        (amdistill align, no model)
+#   round r: tree + alignments from round r's phone times, train a small DNN on them,
+#            realign train and dev with it (Viterbi)          -> round r+1's phone times
+#
+# Needs:  amdistill on PATH or $amdistill; TRAIN_DATA/text and DEV_DATA/text; their feature
+#         directories from compute-fbank; a train config (CONF, only non-default values).
+# Writes: EXP/round<r>/{train,dev}/phones.ctm (+ phone_ali.txt, lexicon.txt, align_report.txt),
+#         EXP/round<r>/{tree,ali_train,ali_dev,model} for r < ROUNDS, and EXP/final -> the
+#         last round's phone times (EXP/final/{train,dev}/phones.ctm).
+# Each step is skipped when its output exists (written last and atomically by amdistill), so
+# a killed run restarts where it stopped.
+#
+# Usage: flat_start.sh [--rounds 3] [--num-leaves 200] [--min-occupancy 20] [--reference-dir D]
+#                      [--align-opts "..."] [--train-opts "..."] [--extra "NAME,DATA,FEATS ..."]
+#                      [--init D]
+#                      CONF TRAIN_DATA TRAIN_FEATS DEV_DATA DEV_FEATS EXP
+#   --reference-dir D  D/<split>/phones.ctm: true phone times to score each round against
+#   --init D           round 0 from D/{train,dev}/phones.ctm (e.g. a bootstrap alignment with a
+#                      model trained on another corpus) instead of uniform segmentation
+#   --extra "..."      more splits (e.g. test) aligned by the last round's model only, into
+#                      EXP/round<ROUNDS>/NAME
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+. "$here/utils.sh"
+
+rounds=3
+num_leaves=200
+min_occupancy=20
+reference_dir=""
+align_opts=""
+train_opts=""
+extra=""
+init=""
+positional=()
+parse_options "$@"
+[ ${#positional[@]} -eq 6 ] || die "usage: flat_start.sh [options] CONF TRAIN_DATA TRAIN_FEATS DEV_DATA DEV_FEATS EXP"
+conf="${positional[0]}"
+train_data="${positional[1]}"; train_feats="${positional[2]}"
+dev_data="${positional[3]}"; dev_feats="${positional[4]}"
+out="${positional[5]}"
+[ "$rounds" -ge 1 ] || die "--rounds must be at least 1"
+amdistill="${amdistill:-amdistill}"
+mkdir -p "$out"
+
+# align ROUND SPLIT DATA FEATS [model options]: round ROUND's phone times of one split.
+align_split() {
+  local r="$1" split="$2" data="$3" feats="$4"; shift 4
+  local dir="$out/round$r/$split"
+  if [ -s "$dir/phones.ctm" ]; then return 0; fi
+  mkdir -p "$out/round$r"
+  local ref=()
+  if [ -n "$reference_dir" ] && [ -f "$reference_dir/$split/phones.ctm" ]; then
+    ref=(--reference "$reference_dir/$split/phones.ctm")
+  fi
+  # shellcheck disable=SC2086
+  "$amdistill" align "$data" "$feats" "$dir" "${ref[@]}" "$@" $align_opts > "$dir.log" 2>&1 \
+    || { cat "$dir.log" >&2; die "align failed (round $r, $split): see $dir.log"; }
+  grep -E "^(utterances|agreement|boundary)" "$dir/align_report.txt" | sed "s/^/  round $r $split: /" >&2 || true
+}
+
+if [ -n "$init" ]; then
+  log "flat start round 0: phone times from $init"
+  for split in train dev; do
+    [ -s "$init/$split/phones.ctm" ] || die "--init: no $init/$split/phones.ctm"
+    if [ ! -s "$out/round0/$split/phones.ctm" ]; then
+      mkdir -p "$out/round0/$split"
+      cp "$init/$split/phones.ctm" "$out/round0/$split/phones.ctm.tmp"
+      mv "$out/round0/$split/phones.ctm.tmp" "$out/round0/$split/phones.ctm"
+    fi
+  done
+else
+  log "flat start round 0: uniform segmentation"
+  align_split 0 train "$train_data" "$train_feats"
+  align_split 0 dev "$dev_data" "$dev_feats"
+fi
+
+for r in $(seq 0 $((rounds - 1))); do
+  d="$out/round$r"
+  next=$((r + 1))
+  if [ -s "$out/round$next/train/phones.ctm" ] && [ -s "$out/round$next/dev/phones.ctm" ]; then
+    log "flat start round $next: already done"
+    continue
+  fi
+  log "flat start round $next: tree, alignments and a model on round $r's phone times, then realign"
+  if [ ! -s "$d/tree/tree" ]; then
+    "$amdistill" build-tree "$train_feats" "$d/tree" --ctm "$d/train/phones.ctm" \
+      --num-leaves "$num_leaves" --min-occupancy "$min_occupancy" > "$d/build_tree.log" 2>&1 \
+      || { cat "$d/build_tree.log" >&2; die "build-tree failed: see $d/build_tree.log"; }
+  fi
+  for split in train dev; do
+    feats="$train_feats"; [ "$split" = dev ] && feats="$dev_feats"
+    if [ ! -s "$d/ali_$split/ali.txt" ]; then
+      "$amdistill" make-alignments "$feats" "$d/tree" "$d/ali_$split" --ctm "$d/$split/phones.ctm" \
+        > "$d/ali_$split.log" 2>&1 || { cat "$d/ali_$split.log" >&2; die "make-alignments failed: see $d/ali_$split.log"; }
+    fi
+  done
+  # shellcheck disable=SC2086
+  "$amdistill" train "$conf" "$d/model" --resume \
+    --set "data.train=$train_feats" --set "data.train_ali=$d/ali_train/ali.txt" \
+    --set "data.valid=$dev_feats" --set "data.valid_ali=$d/ali_dev/ali.txt" \
+    --set "data.senones=$d/tree/senones.txt" $train_opts > "$d/train.log" 2>&1 \
+    || { tail -n 20 "$d/train.log" >&2; die "training failed: see $d/train.log"; }
+  mkdir -p "$out/round$next"
+  align_split "$next" train "$train_data" "$train_feats" --model "$d/model" --tree "$d/tree"
+  align_split "$next" dev "$dev_data" "$dev_feats" --model "$d/model" --tree "$d/tree"
+done
+
+last=$((rounds - 1))
+for spec in $extra; do
+  IFS=, read -r name data feats <<< "$spec"
+  [ -n "$feats" ] || die "--extra: '$spec' is not NAME,DATA,FEATS"
+  align_split "$rounds" "$name" "$data" "$feats" --model "$out/round$last/model" --tree "$out/round$last/tree"
+done
+ln -sfn "round$rounds" "$out/final"
+log "flat start done: phone times in $out/final/{train,dev}/phones.ctm"
