@@ -14,9 +14,10 @@
 #         recipes/fsdd/exp/{teacher,student_hard,student_kd,scores,compare,log}
 #
 # Usage: recipes/fsdd/run.sh [--stage N] [--stop-stage N] [--rounds 4] [--num-leaves 200]
-#                            [--bootstrap SYNTH_RECIPE_DIR] FSDD_DIR
+#                            [--bootstrap SYNTH_RECIPE_DIR] [--exp exp] FSDD_DIR
 #   --bootstrap D  round 0 is D's teacher aligning FSDD (features recomputed with D's
 #                  conf/fbank.conf, resampled to its rate) instead of uniform segmentation
+#   --exp DIR      where models and results go (default exp; data/ is shared)
 # Stages are marked done in exp/.done/, so a rerun skips finished stages.
 set -euo pipefail
 
@@ -31,6 +32,7 @@ rounds=4
 num_leaves=200
 min_occupancy=30
 bootstrap=""
+exp=exp
 positional=()
 parse_options "$@"
 [ ${#positional[@]} -eq 1 ] || die "usage: recipes/fsdd/run.sh [options] FSDD_DIR"
@@ -39,7 +41,6 @@ if [ -n "$bootstrap" ]; then bootstrap="$(cd "$bootstrap" && pwd)"; fi
 cd "$here"
 
 data=data
-exp=exp
 amdistill="$root/target/release/amdistill"
 export amdistill
 splits="train dev test"
