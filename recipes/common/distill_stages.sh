@@ -1,5 +1,9 @@
-# The distillation stages every recipe shares, from senone alignments to the exported student
-# (source it after utils.sh; bash only). Each is a function for run_stage:
+# The stages every recipe shares, from data directories to the exported student (source it
+# after utils.sh; bash only). Each is a function for run_stage:
+#   stage_validate      validate-data-dir on $splits
+#   stage_features      conf/fbank.conf features + per-speaker CMVN stats -> $data/fbank/<split>
+#   stage_alignments    make-alignments with $exp/tree    -> $exp/ali/<split>/ali.txt
+#                       (phone times: $ctm_dir/<split>/phones.ctm when set, else the store's)
 #   stage_teacher       train conf/teacher.toml           -> $exp/teacher
 #   stage_soft_targets  teacher's top-10 logits on train  -> $exp/teacher/targets_train
 #   stage_student_hard  train conf/student_hard.toml      -> $exp/student_hard
@@ -10,8 +14,28 @@
 #   stage_compare       tables and plots (with the int8 row when exported) -> $exp/compare/<split>/
 #   print_tables        prints the comparison tables
 # Variables read: amdistill (the binary), data (with fbank/<split>), exp (with tree/ and
-# ali/<split>/ali.txt), test_splits, teacher_opts and student_opts (extra `train` options, may
+# ali/<split>/ali.txt), splits (every split), test_splits, ctm_dir (may be empty), teacher_opts and student_opts (extra `train` options, may
 # be empty), stream_data (a data directory whose first two recordings are streamed).
+
+stage_validate() {
+  for s in $splits; do "$amdistill" validate-data-dir "$data/$s"; done
+}
+
+stage_features() {
+  for s in $splits; do
+    "$amdistill" compute-fbank --config=conf/fbank.conf "$data/$s" "$data/fbank/$s" 2>&1 | tee "$exp/log/fbank_$s.log"
+    "$amdistill" compute-cmvn --per spk "$data/fbank/$s" 2>&1 | tee -a "$exp/log/fbank_$s.log"
+  done
+}
+
+stage_alignments() {
+  for s in $splits; do
+    local ctm=()
+    [ -n "${ctm_dir:-}" ] && ctm=(--ctm "$ctm_dir/$s/phones.ctm")
+    "$amdistill" make-alignments "$data/fbank/$s" "$exp/tree" "$exp/ali/$s" "${ctm[@]}" 2>&1 \
+      | tee "$exp/log/ali_$s.log"
+  done
+}
 
 train_set() {  # --set overrides that point a config at this run's data
   echo --set "data.train=$data/fbank/train" --set "data.train_ali=$exp/ali/train/ali.txt" \

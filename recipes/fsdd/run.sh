@@ -59,18 +59,9 @@ import() {
 }
 run_stage 1 "import FSDD ($fsdd_dir)" import
 
-validate() {
-  for s in $splits; do "$amdistill" validate-data-dir "$data/$s"; done
-}
-run_stage 2 "validate data directories" validate
+run_stage 2 "validate data directories" stage_validate
 
-features() {
-  for s in $splits; do
-    "$amdistill" compute-fbank --config=conf/fbank.conf "$data/$s" "$data/fbank/$s" 2>&1 | tee "$exp/log/fbank_$s.log"
-    "$amdistill" compute-cmvn --per spk "$data/fbank/$s" 2>&1 | tee -a "$exp/log/fbank_$s.log"
-  done
-}
-run_stage 3 "fbank features (8 kHz, 40 bins) and CMVN statistics" features
+run_stage 3 "fbank features (8 kHz, 40 bins) and CMVN statistics" stage_features
 
 init_opt=()
 if [ -n "$bootstrap" ]; then
@@ -101,13 +92,8 @@ tree() {
 }
 run_stage 6 "senone tree on train ($num_leaves leaves, last round's phone times)" tree
 
-alignments() {
-  for s in $splits; do
-    "$amdistill" make-alignments "$data/fbank/$s" "$exp/tree" "$exp/ali/$s" \
-      --ctm "$exp/flat_start/final/$s/phones.ctm" 2>&1 | tee "$exp/log/ali_$s.log"
-  done
-}
-run_stage 7 "senone alignments for every split" alignments
+ctm_dir="$exp/flat_start/final"
+run_stage 7 "senone alignments for every split" stage_alignments
 
 run_stage 8 "train the teacher (conf/teacher.toml)" stage_teacher
 run_stage 9 "teacher soft targets on train (top-10 logits)" stage_soft_targets

@@ -66,18 +66,9 @@ make_corpus() {
 }
 run_stage 1 "synthesise the corpus ($hours h of training audio)" make_corpus
 
-validate() {
-  for s in $splits; do "$amdistill" validate-data-dir "$data/$s"; done
-}
-run_stage 2 "validate data directories" validate
+run_stage 2 "validate data directories" stage_validate
 
-features() {
-  for s in $splits; do
-    "$amdistill" compute-fbank --config=conf/fbank.conf "$data/$s" "$data/fbank/$s" 2>&1 | tee "$exp/log/fbank_$s.log"
-    "$amdistill" compute-cmvn --per spk "$data/fbank/$s" 2>&1 | tee -a "$exp/log/fbank_$s.log"
-  done
-}
-run_stage 3 "fbank features and CMVN statistics" features
+run_stage 3 "fbank features and CMVN statistics" stage_features
 
 tree() {
   "$amdistill" build-tree "$data/fbank/train" "$exp/tree" --phones arpabet \
@@ -85,13 +76,7 @@ tree() {
 }
 run_stage 4 "senone tree on train ($num_leaves leaves)" tree
 
-alignments() {
-  for s in $splits; do
-    mkdir -p "$exp/ali/$s"
-    "$amdistill" make-alignments "$data/fbank/$s" "$exp/tree" "$exp/ali/$s" 2>&1 | tee "$exp/log/ali_$s.log"
-  done
-}
-run_stage 5 "senone alignments for every split" alignments
+run_stage 5 "senone alignments for every split" stage_alignments
 
 run_stage 6 "train the teacher (conf/teacher.toml)" stage_teacher
 run_stage 7 "teacher soft targets on train (top-10 logits)" stage_soft_targets
