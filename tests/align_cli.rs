@@ -27,7 +27,10 @@ fn uneven_utts(seed: u64, prefix: &str, n: usize) -> Vec<Utt> {
             };
             push("sil", rng.gen_range(100..600));
             for _ in 0..rng.gen_range(8..14) {
-                push(TRAIN_PHONES[rng.gen_range(0..TRAIN_PHONES.len())], rng.gen_range(40..250));
+                push(
+                    TRAIN_PHONES[rng.gen_range(0..TRAIN_PHONES.len())],
+                    rng.gen_range(40..250),
+                );
             }
             push("sil", rng.gen_range(100..600));
             Utt {
@@ -69,14 +72,20 @@ fn agreement(report: &str) -> f64 {
 fn ctm_utts(path: &Path) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for line in std::fs::read_to_string(path).unwrap().lines() {
-        *out.entry(line.split_whitespace().next().unwrap().to_string()).or_insert(0) += 1;
+        *out.entry(line.split_whitespace().next().unwrap().to_string())
+            .or_insert(0) += 1;
     }
     out
 }
 
 /// A data directory whose transcripts are the phones as words (silences dropped), a
 /// lexicon that spells each such word as its phone, and its features.
-fn corpus(root: &Path, name: &str, seed: u64, n: usize) -> (std::path::PathBuf, std::path::PathBuf) {
+fn corpus(
+    root: &Path,
+    name: &str,
+    seed: u64,
+    n: usize,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let data = root.join(format!("data_{name}"));
     let feat = root.join(format!("feat_{name}"));
     write_data_dir(&data, &uneven_utts(seed, name, n), seed * 1000);
@@ -130,7 +139,12 @@ fn flat_start_then_viterbi_realignment_approaches_the_true_times() {
         let report = String::from_utf8_lossy(&o.stdout).to_string();
         assert!(report.contains("flat start"), "{report}");
         flat.insert(name, (agreement(&report), within_20ms(&report)));
-        for f in ["phones.ctm", "phone_ali.txt", "lexicon.txt", "align_report.txt"] {
+        for f in [
+            "phones.ctm",
+            "phone_ali.txt",
+            "lexicon.txt",
+            "align_report.txt",
+        ] {
             assert!(out.join(f).is_file(), "{name}: no {f}");
         }
     }
@@ -209,10 +223,16 @@ fn flat_start_then_viterbi_realignment_approaches_the_true_times() {
         .lines()
         .map(|l| {
             let mut f = l.split_whitespace();
-            (f.next().unwrap().to_string(), f.next().unwrap().parse().unwrap())
+            (
+                f.next().unwrap().to_string(),
+                f.next().unwrap().parse().unwrap(),
+            )
         })
         .collect();
-    for line in std::fs::read_to_string(out.join("phone_ali.txt")).unwrap().lines() {
+    for line in std::fs::read_to_string(out.join("phone_ali.txt"))
+        .unwrap()
+        .lines()
+    {
         let mut f = line.split_whitespace();
         let utt = f.next().unwrap();
         assert_eq!(f.count(), frames[utt], "{utt}");
@@ -245,7 +265,10 @@ fn flat_start_then_viterbi_realignment_approaches_the_true_times() {
     ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("tree_other") && err.contains("model0"), "{err}");
+    assert!(
+        err.contains("tree_other") && err.contains("model0"),
+        "{err}"
+    );
     assert!(!root.join("r1/bad/phones.ctm").exists());
 }
 
@@ -302,7 +325,9 @@ fn unalignable_utterances_are_named_and_left_out() {
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("done 4 of 5"), "{err}");
-    assert!(std::fs::read_to_string(out.join("lexicon.txt")).unwrap().contains("zork"));
+    assert!(std::fs::read_to_string(out.join("lexicon.txt"))
+        .unwrap()
+        .contains("zork"));
 
     // No transcripts at all is an error naming the file.
     std::fs::write(data.join("text"), "").unwrap();

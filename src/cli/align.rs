@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 
 use amdistill::align::lexicon::DEBIAN_CMUDICT;
 use amdistill::align::{
-    align_corpus, AcousticScorer, AlignConfig, Agreement, HmmConfig, Lexicon, Lts,
+    align_corpus, AcousticScorer, Agreement, AlignConfig, HmmConfig, Lexicon, Lts,
 };
 use amdistill::atomic::write_atomic;
 use amdistill::corpus::table::read_map;
@@ -154,10 +154,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("opening feature directory {}", args.feat_dir.display()))?;
     let (geometry, _) = store_geometry(&store);
     let scorer = match (&args.model, &args.tree) {
-        (Some(m), Some(t)) => Some(
-            AcousticScorer::load(m, t, &store)
-                .with_context(|| format!("loading the model {} with tree {}", m.display(), t.display()))?,
-        ),
+        (Some(m), Some(t)) => Some(AcousticScorer::load(m, t, &store).with_context(|| {
+            format!(
+                "loading the model {} with tree {}",
+                m.display(),
+                t.display()
+            )
+        })?),
         _ => None,
     };
     let set = match &scorer {
@@ -188,9 +191,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         acoustic_scale: args.acoustic_scale,
     };
     let progress = bar(texts.len() as u64, "align");
-    let aligned = align_corpus(&texts, &lex, &set, &store, &geometry, scorer.as_ref(), &cfg, || {
-        progress.inc(1)
-    })?;
+    let aligned = align_corpus(
+        &texts,
+        &lex,
+        &set,
+        &store,
+        &geometry,
+        scorer.as_ref(),
+        &cfg,
+        || progress.inc(1),
+    )?;
     progress.finish_and_clear();
     let summary = BatchSummary {
         done: aligned.segments.len(),
@@ -256,13 +266,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .with_context(|| format!("scoring {utt} against {}", reference.display()))?;
             }
         }
-        report.push_str(&format!("reference {}:\n{agreement}\n", reference.display()));
+        report.push_str(&format!(
+            "reference {}:\n{agreement}\n",
+            reference.display()
+        ));
     }
 
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("creating {}", args.out_dir.display()))?;
     lex.write(args.out_dir.join("lexicon.txt"), &set)?;
-    write_phone_ali(&args.out_dir.join("phone_ali.txt"), &aligned.frame_phones, &set)?;
+    write_phone_ali(
+        &args.out_dir.join("phone_ali.txt"),
+        &aligned.frame_phones,
+        &set,
+    )?;
     write_atomic(args.out_dir.join("align_report.txt"), |w| {
         w.write_all(report.as_bytes())
     })?;
