@@ -60,7 +60,11 @@ fn features(frames: usize, seed: u32) -> Matrix {
             (s >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
         })
         .collect();
-    Matrix { rows: frames, cols: BINS, data }
+    Matrix {
+        rows: frames,
+        cols: BINS,
+        data,
+    }
 }
 
 /// Best rate (units per second) over 4 windows of `seconds / 4`; `step` does `units` units.
@@ -95,7 +99,9 @@ fn stream_rate(rt: &Arc<Runtime>, seconds: f64) -> f64 {
 
 fn batch_rate(rt: &Runtime, seconds: f64, parallel: usize) -> f64 {
     let ctx = rt.context().total();
-    let xs: Vec<Matrix> = (0..parallel).map(|p| features(BATCH + ctx, 10 + p as u32)).collect();
+    let xs: Vec<Matrix> = (0..parallel)
+        .map(|p| features(BATCH + ctx, 10 + p as u32))
+        .collect();
     best_rate(seconds, (BATCH * parallel) as f64, || {
         let rows: usize = xs.par_iter().map(|x| rt.forward(x).unwrap().rows).sum();
         assert_eq!(rows, BATCH * parallel);
@@ -124,7 +130,11 @@ fn rtf(rt: &Arc<Runtime>, seconds: f64) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
+    let opt = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+    };
     let seconds: f64 = opt("--seconds").map_or(8.0, |s| s.parse().expect("--seconds N"));
     let rows = opt("--rows").map_or("stream,batch,batch2,rtf", |s| s.as_str());
     let want = |row: &str| rows.split(',').any(|r| r == row);
@@ -138,9 +148,15 @@ fn main() {
     }
     let fp32 = Arc::new(Runtime::new(g).unwrap());
     let int8 = Arc::new(Runtime::new(g8).unwrap());
-    rayon::ThreadPoolBuilder::new().num_threads(2).build_global().ok();
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build_global()
+        .ok();
 
-    println!("student 880-3x256-2000 (80 bins x 11 frames), best of 4 x {:.1} s", seconds / 4.0);
+    println!(
+        "student 880-3x256-2000 (80 bins x 11 frames), best of 4 x {:.1} s",
+        seconds / 4.0
+    );
     println!("| row | amdistill fp32 | amdistill int8 | int8 / fp32 | onnxruntime (peers/results.md) | fp32 / ort | int8 / ort |");
     println!("|---|---|---|---|---|---|---|");
     let row = |name: &str, a: f64, b: f64, ort: f64| {
@@ -152,13 +168,28 @@ fn main() {
         );
     };
     if want("stream") {
-        row("streaming, 1 frame per call, 1 thread", stream_rate(&fp32, seconds), stream_rate(&int8, seconds), ORT_STREAM.0);
+        row(
+            "streaming, 1 frame per call, 1 thread",
+            stream_rate(&fp32, seconds),
+            stream_rate(&int8, seconds),
+            ORT_STREAM.0,
+        );
     }
     if want("batch") {
-        row("batch 512, 1 thread", batch_rate(&fp32, seconds, 1), batch_rate(&int8, seconds, 1), ORT_B512.0);
+        row(
+            "batch 512, 1 thread",
+            batch_rate(&fp32, seconds, 1),
+            batch_rate(&int8, seconds, 1),
+            ORT_B512.0,
+        );
     }
     if want("batch2") {
-        row("2 batches of 512 on 2 threads", batch_rate(&fp32, seconds, 2), batch_rate(&int8, seconds, 2), ORT_B512.1);
+        row(
+            "2 batches of 512 on 2 threads",
+            batch_rate(&fp32, seconds, 2),
+            batch_rate(&int8, seconds, 2),
+            ORT_B512.1,
+        );
     }
     if !want("rtf") {
         return;

@@ -98,7 +98,11 @@ pub unsafe extern "C" fn amdistill_stream_create(
     let dir = match CStr::from_ptr(bundle_dir).to_str() {
         Ok(d) => d.to_string(),
         Err(_) => {
-            write_error(err, err_len, "amdistill_stream_create: bundle_dir is not UTF-8");
+            write_error(
+                err,
+                err_len,
+                "amdistill_stream_create: bundle_dir is not UTF-8",
+            );
             return std::ptr::null_mut();
         }
     };
@@ -124,7 +128,11 @@ pub unsafe extern "C" fn amdistill_stream_create(
             std::ptr::null_mut()
         }
         Err(_) => {
-            write_error(err, err_len, "internal error (panic) while loading the bundle");
+            write_error(
+                err,
+                err_len,
+                "internal error (panic) while loading the bundle",
+            );
             std::ptr::null_mut()
         }
     }

@@ -25,19 +25,34 @@ fn bundle(root: &Path) -> PathBuf {
     });
     let (src, out) = (root.join("model"), root.join("bundle"));
     model_dir(&src, &cfg, CmvnMode::Global);
-    export(&src, &out, &ExportOptions { onnx: false, evaluation: None }).unwrap();
+    export(
+        &src,
+        &out,
+        &ExportOptions {
+            onnx: false,
+            evaluation: None,
+        },
+    )
+    .unwrap();
     out
 }
 
 /// Audio as 16-bit PCM would carry it (so that f32 and s16 input agree exactly).
 fn pcm(seconds: f32, seed: u32) -> Vec<i16> {
-    audio(seconds, seed).iter().map(|v| (v * 32768.0).round().clamp(-32768.0, 32767.0) as i16).collect()
+    audio(seconds, seed)
+        .iter()
+        .map(|v| (v * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
+        .collect()
 }
 
 fn offline(dir: &Path, precision: Precision, samples: &[i16]) -> Vec<f32> {
     let b = Bundle::load(dir).unwrap();
     let x: Vec<f32> = samples.iter().map(|&v| v as f32 / 32768.0).collect();
-    Streamer::new(&b, precision).unwrap().offline(&x).unwrap().data
+    Streamer::new(&b, precision)
+        .unwrap()
+        .offline(&x)
+        .unwrap()
+        .data
 }
 
 fn c_path(p: &Path) -> CString {
@@ -52,8 +67,12 @@ fn c_abi_streams_any_chunking_and_equals_offline() {
     for (int8, precision) in [(0, Precision::Fp32), (1, Precision::Int8)] {
         let want = offline(&dir, precision, &wave);
         let mut err = [0 as std::ffi::c_char; 256];
-        let s = unsafe { amdistill_stream_create(c_path(&dir).as_ptr(), int8, err.as_mut_ptr(), err.len()) };
-        assert!(!s.is_null(), "{:?}", unsafe { CStr::from_ptr(err.as_ptr()) });
+        let s = unsafe {
+            amdistill_stream_create(c_path(&dir).as_ptr(), int8, err.as_mut_ptr(), err.len())
+        };
+        assert!(!s.is_null(), "{:?}", unsafe {
+            CStr::from_ptr(err.as_ptr())
+        });
         let senones = unsafe { amdistill_stream_num_senones(s) } as usize;
         assert_eq!(unsafe { amdistill_stream_sample_rate(s) }, 16000);
         assert_eq!(unsafe { amdistill_stream_latency_frames(s) }, 3);
@@ -80,7 +99,10 @@ fn c_abi_streams_any_chunking_and_equals_offline() {
                 assert_eq!(ready, unsafe { amdistill_stream_pending(s) });
                 drain(&mut got);
             }
-            assert!(unsafe { amdistill_stream_finish(s) } >= 3, "the right context is flushed");
+            assert!(
+                unsafe { amdistill_stream_finish(s) } >= 3,
+                "the right context is flushed"
+            );
             drain(&mut got);
             assert_eq!(got, want, "int8={int8} chunk={chunk}: streamed != offline");
         }
@@ -104,47 +126,85 @@ fn c_abi_reports_errors_instead_of_crashing() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("no_such_bundle");
     let mut err = [0 as std::ffi::c_char; 512];
-    let s = unsafe { amdistill_stream_create(c_path(&missing).as_ptr(), 0, err.as_mut_ptr(), err.len()) };
+    let s = unsafe {
+        amdistill_stream_create(c_path(&missing).as_ptr(), 0, err.as_mut_ptr(), err.len())
+    };
     assert!(s.is_null());
-    let msg = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+    let msg = unsafe { CStr::from_ptr(err.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
     assert!(msg.contains("no_such_bundle"), "{msg}");
     // A message longer than the buffer is cut, NUL-terminated.
     let mut small = [1 as std::ffi::c_char; 8];
-    let s = unsafe { amdistill_stream_create(c_path(&missing).as_ptr(), 0, small.as_mut_ptr(), small.len()) };
+    let s = unsafe {
+        amdistill_stream_create(
+            c_path(&missing).as_ptr(),
+            0,
+            small.as_mut_ptr(),
+            small.len(),
+        )
+    };
     assert!(s.is_null());
     assert_eq!(small[7], 0);
-    assert!(unsafe { amdistill_stream_create(std::ptr::null(), 0, std::ptr::null_mut(), 0) }.is_null());
+    assert!(
+        unsafe { amdistill_stream_create(std::ptr::null(), 0, std::ptr::null_mut(), 0) }.is_null()
+    );
 
     let null = std::ptr::null_mut();
-    assert_eq!(unsafe { amdistill_stream_push(null, std::ptr::null(), 0) }, -1);
+    assert_eq!(
+        unsafe { amdistill_stream_push(null, std::ptr::null(), 0) },
+        -1
+    );
     assert_eq!(unsafe { amdistill_stream_finish(null) }, -1);
     assert_eq!(unsafe { amdistill_stream_num_senones(null) }, -1);
-    assert!(!unsafe { CStr::from_ptr(amdistill_stream_last_error(null)) }.to_bytes().is_empty());
+    assert!(
+        !unsafe { CStr::from_ptr(amdistill_stream_last_error(null)) }
+            .to_bytes()
+            .is_empty()
+    );
     unsafe { amdistill_stream_free(null) };
 
     let dir = bundle(tmp.path());
     let s = unsafe { amdistill_stream_create(c_path(&dir).as_ptr(), 0, std::ptr::null_mut(), 0) };
     assert!(!s.is_null());
-    assert_eq!(unsafe { amdistill_stream_push(s, std::ptr::null(), 10) }, -1);
-    let e = unsafe { CStr::from_ptr(amdistill_stream_last_error(s)) }.to_string_lossy().into_owned();
+    assert_eq!(
+        unsafe { amdistill_stream_push(s, std::ptr::null(), 10) },
+        -1
+    );
+    let e = unsafe { CStr::from_ptr(amdistill_stream_last_error(s)) }
+        .to_string_lossy()
+        .into_owned();
     assert!(e.contains("samples is NULL"), "{e}");
     let wave = pcm(0.3, 1);
     assert!(unsafe { amdistill_stream_push_s16(s, wave.as_ptr(), wave.len()) } > 0);
-    assert_eq!(unsafe { amdistill_stream_pop(s, std::ptr::null_mut(), 1) }, -1);
+    assert_eq!(
+        unsafe { amdistill_stream_pop(s, std::ptr::null_mut(), 1) },
+        -1
+    );
     unsafe { amdistill_stream_free(s) };
-    let v = unsafe { CStr::from_ptr(amdistill_version()) }.to_str().unwrap().to_string();
+    let v = unsafe { CStr::from_ptr(amdistill_version()) }
+        .to_str()
+        .unwrap()
+        .to_string();
     assert_eq!(v, env!("CARGO_PKG_VERSION"));
 }
 
 /// The folder holding `libamdistill.so`: cargo builds the cdylib next to the test binaries.
 fn cdylib_dir() -> PathBuf {
-    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    let deps = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
     for d in [deps.clone(), deps.parent().unwrap().to_path_buf()] {
         if d.join("libamdistill.so").exists() {
             return d;
         }
     }
-    panic!("libamdistill.so is not in {} or its parent (crate-type cdylib?)", deps.display());
+    panic!(
+        "libamdistill.so is not in {} or its parent (crate-type cdylib?)",
+        deps.display()
+    );
 }
 
 fn write_wav(path: &Path, samples: &[i16]) {
@@ -179,7 +239,11 @@ fn c_example_compiles_with_gcc_and_matches_offline() {
         .arg(&exe)
         .output()
         .expect("gcc is needed for this test (apt-get install gcc; scripts/install_deps.sh)");
-    assert!(gcc.status.success(), "gcc failed:\n{}", String::from_utf8_lossy(&gcc.stderr));
+    assert!(
+        gcc.status.success(),
+        "gcc failed:\n{}",
+        String::from_utf8_lossy(&gcc.stderr)
+    );
 
     let dir = bundle(tmp.path());
     let wave = pcm(1.1, 9);
@@ -188,24 +252,44 @@ fn c_example_compiles_with_gcc_and_matches_offline() {
     for (flag, precision) in [(None, Precision::Fp32), (Some("--int8"), Precision::Int8)] {
         let post = tmp.path().join("post.f32");
         let mut cmd = Command::new(&exe);
-        cmd.arg(&dir).arg(&wav).args(["--chunk", "333", "--out"]).arg(&post);
+        cmd.arg(&dir)
+            .arg(&wav)
+            .args(["--chunk", "333", "--out"])
+            .arg(&post);
         cmd.args(flag);
         let out = cmd.output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let want = offline(&dir, precision, &wave);
         let got: Vec<f32> = std::fs::read(&post)
             .unwrap()
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        assert_eq!(got, want, "{flag:?}: the C example's output differs from offline");
+        assert_eq!(
+            got, want,
+            "{flag:?}: the C example's output differs from offline"
+        );
         let frames = want.len() / export_fixture::SENONES;
-        assert!(stdout.contains(&format!("frames {frames} senones 13 latency_frames 3")), "{stdout}");
+        assert!(
+            stdout.contains(&format!("frames {frames} senones 13 latency_frames 3")),
+            "{stdout}"
+        );
     }
     // A bad bundle: a clear message from the library, exit status 1.
-    let out = Command::new(&exe).arg(tmp.path().join("nope")).arg(&wav).output().unwrap();
+    let out = Command::new(&exe)
+        .arg(tmp.path().join("nope"))
+        .arg(&wav)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("amdistill:") && stderr.contains("nope"), "{stderr}");
+    assert!(
+        stderr.contains("amdistill:") && stderr.contains("nope"),
+        "{stderr}"
+    );
 }

@@ -1426,41 +1426,63 @@ fn pronouncing_dictionaries() {
     let tmp = tempfile::tempdir().unwrap();
     let set = amdistill::labels::phones::PhoneSet::arpabet();
     let vocab = [
-        "one", "one(2)", "word(x)", "(", ")", "W", "AH1", "N", "ax", "sil", "ZZ9", ";;;", "#",
-        "\u{e9}t\u{e9}", "AH0",
+        "one",
+        "one(2)",
+        "word(x)",
+        "(",
+        ")",
+        "W",
+        "AH1",
+        "N",
+        "ax",
+        "sil",
+        "ZZ9",
+        ";;;",
+        "#",
+        "\u{e9}t\u{e9}",
+        "AH0",
     ];
-    fuzz("pronouncing_dictionaries", text_file(&vocab, 6, 12), |bytes| {
-        let parsed = parse_file(tmp.path(), "lexicon.dict", &bytes, |p| {
-            amdistill::align::Lexicon::read(p, &set)
-        })?;
-        if let Ok(lex) = parsed {
-            accepted();
-            for (word, prons) in lex.iter() {
-                prop_assert!(!word.is_empty() && !prons.is_empty());
-                prop_assert!(prons.iter().all(|p| !p.is_empty()
-                    && p.iter().all(|&id| set.phone(id).is_some())));
+    fuzz(
+        "pronouncing_dictionaries",
+        text_file(&vocab, 6, 12),
+        |bytes| {
+            let parsed = parse_file(tmp.path(), "lexicon.dict", &bytes, |p| {
+                amdistill::align::Lexicon::read(p, &set)
+            })?;
+            if let Ok(lex) = parsed {
+                accepted();
+                for (word, prons) in lex.iter() {
+                    prop_assert!(!word.is_empty() && !prons.is_empty());
+                    prop_assert!(prons
+                        .iter()
+                        .all(|p| !p.is_empty() && p.iter().all(|&id| set.phone(id).is_some())));
+                }
+                // What is read writes back and reads again to the same lexicon.
+                let out = tmp.path().join("written.dict");
+                lex.write(&out, &set).unwrap();
+                prop_assert_eq!(amdistill::align::Lexicon::read(&out, &set).unwrap(), lex);
             }
-            // What is read writes back and reads again to the same lexicon.
-            let out = tmp.path().join("written.dict");
-            lex.write(&out, &set).unwrap();
-            prop_assert_eq!(amdistill::align::Lexicon::read(&out, &set).unwrap(), lex);
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
 }
 
 #[test]
 fn letter_to_sound_rules_on_any_string() {
-    fuzz("letter_to_sound_rules_on_any_string", any::<String>(), |word| {
-        let phones = guarded("rule_lts", word.len(), || {
-            amdistill::align::lexicon::rule_lts(&word)
-        })?;
-        accepted();
-        let set = amdistill::labels::phones::PhoneSet::arpabet();
-        prop_assert!(phones.iter().all(|p| set.lookup(p).is_some()));
-        prop_assert!(phones.len() <= 3 * word.len());
-        Ok(())
-    });
+    fuzz(
+        "letter_to_sound_rules_on_any_string",
+        any::<String>(),
+        |word| {
+            let phones = guarded("rule_lts", word.len(), || {
+                amdistill::align::lexicon::rule_lts(&word)
+            })?;
+            accepted();
+            let set = amdistill::labels::phones::PhoneSet::arpabet();
+            prop_assert!(phones.iter().all(|p| set.lookup(p).is_some()));
+            prop_assert!(phones.len() <= 3 * word.len());
+            Ok(())
+        },
+    );
 }
 
 #[test]

@@ -77,7 +77,9 @@ fn dequantise(g: &Graph, affines: bool, lstms: bool) -> Graph {
 
 fn features(frames: usize, seed: u64) -> Matrix {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let data = (0..frames * FEATS).map(|_| rng.gen_range(-2.0..2.0)).collect();
+    let data = (0..frames * FEATS)
+        .map(|_| rng.gen_range(-2.0..2.0))
+        .collect();
     Matrix::from_vec(frames, FEATS, data)
 }
 
@@ -95,7 +97,11 @@ fn run_tract(bytes: &[u8], batch: &[Matrix], symbolic: bool) -> TractResult<Vec<
     let out = plan.run(tvec!(x.into_tvalue()))?;
     let y = out[0].to_plain_array_view::<f32>()?;
     let shape = y.shape().to_vec();
-    assert_eq!((shape.len(), shape[0], shape[2]), (3, n, SENONES), "output shape {shape:?}");
+    assert_eq!(
+        (shape.len(), shape[0], shape[2]),
+        (3, n, SENONES),
+        "output shape {shape:?}"
+    );
     let flat: Vec<f32> = y.iter().copied().collect();
     let per = shape[1] * SENONES;
     Ok((0..n)
@@ -153,10 +159,24 @@ fn check_int8(cfg: &ModelConfig, seed: u64) {
     let has_lstm = g.nodes.iter().any(|n| matches!(n.op, Op::Lstm(_)));
     // Weight-only int8 everywhere is the runtime with the weights dequantised: exact up to
     // float rounding.
-    let bytes = onnx::to_onnx_with(&g, &[], &OnnxOptions { int8: Int8Form::Dequantize }).unwrap();
+    let bytes = onnx::to_onnx_with(
+        &g,
+        &[],
+        &OnnxOptions {
+            int8: Int8Form::Dequantize,
+        },
+    )
+    .unwrap();
     let d = compare(&bytes, &dequantise(&g, true, true), false);
-    eprintln!("{}: int8 Dequantize max |onnx - weight-only runtime| = {d:.3e}", cfg.name());
-    assert!(d < 1e-4, "{} Dequantize: differs from its reference by {d}", cfg.name());
+    eprintln!(
+        "{}: int8 Dequantize max |onnx - weight-only runtime| = {d:.3e}",
+        cfg.name()
+    );
+    assert!(
+        d < 1e-4,
+        "{} Dequantize: differs from its reference by {d}",
+        cfg.name()
+    );
     // Per-frame activation quantisation as the runtime (LSTM input weights weight-only).
     // Not bit-exact: tract reassociates `range / 255` and the reciprocal, so a value within
     // an ulp of a rounding tie can land one quantum away, and a deep random model with
@@ -169,9 +189,17 @@ fn check_int8(cfg: &ModelConfig, seed: u64) {
         cfg.name()
     );
     let bound = 2e-3 + 0.02 * peak;
-    assert!(d < bound, "{} PerFrame: differs from its reference by {d} (bound {bound})", cfg.name());
+    assert!(
+        d < bound,
+        "{} PerFrame: differs from its reference by {d} (bound {bound})",
+        cfg.name()
+    );
     if !has_lstm {
-        assert!(vs_int8 < bound, "{}: per-frame int8 differs by {vs_int8}", cfg.name());
+        assert!(
+            vs_int8 < bound,
+            "{}: per-frame int8 differs by {vs_int8}",
+            cfg.name()
+        );
     }
     // One scale for the whole tensor: close to, not the same as, the per-frame runtime.
     let bytes = onnx::to_onnx_with(
@@ -187,7 +215,11 @@ fn check_int8(cfg: &ModelConfig, seed: u64) {
         "{}: int8 DynamicQuantizeLinear max |onnx - int8 runtime| = {d:.3e} (outputs up to {peak:.0})",
         cfg.name()
     );
-    assert!(d < 0.03 * peak, "{}: DynamicQuantizeLinear form differs by {d}", cfg.name());
+    assert!(
+        d < 0.03 * peak,
+        "{}: DynamicQuantizeLinear form differs by {d}",
+        cfg.name()
+    );
 }
 
 fn dnn(norm: Norm) -> ModelConfig {
@@ -202,7 +234,12 @@ fn dnn(norm: Norm) -> ModelConfig {
 
 fn tdnn() -> ModelConfig {
     ModelConfig::Tdnn(TdnnConfig {
-        splices: vec![vec![-2, -1, 0, 1, 2], vec![-1, 0, 1], vec![0], vec![-3, 0, 3]],
+        splices: vec![
+            vec![-2, -1, 0, 1, 2],
+            vec![-1, 0, 1],
+            vec![0],
+            vec![-3, 0, 3],
+        ],
         hidden: 24,
         batch_norm: true,
         dropout: 0.0,
@@ -280,7 +317,13 @@ fn blstm_is_one_bidirectional_lstm_and_matches_runtime() {
     check_int8(&cfg, 8);
     let bytes = onnx::to_onnx(&graph_of(&cfg, 8), &[]).unwrap();
     let m = proto::ModelProto::decode(&bytes[..]).unwrap();
-    let lstms: Vec<_> = m.graph.unwrap().node.into_iter().filter(|n| n.op_type == "LSTM").collect();
+    let lstms: Vec<_> = m
+        .graph
+        .unwrap()
+        .node
+        .into_iter()
+        .filter(|n| n.op_type == "LSTM")
+        .collect();
     assert_eq!(lstms.len(), 2, "one LSTM node per layer");
     for n in lstms {
         let dir = n.attribute.iter().find(|a| a.name == "direction").unwrap();
@@ -294,7 +337,10 @@ fn lstmp_is_refused_by_node_name() {
     let err = onnx::to_onnx(&g, &[]).unwrap_err();
     assert!(matches!(err, amdistill::Error::Config(_)), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("layers.0.fwd.lstm") && msg.contains("projection"), "{msg}");
+    assert!(
+        msg.contains("layers.0.fwd.lstm") && msg.contains("projection"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -318,7 +364,10 @@ fn metadata_and_io_round_trip() {
         .collect();
     assert_eq!(got, meta);
     assert_eq!(m.opset_import.len(), 1);
-    assert_eq!((m.opset_import[0].domain.as_str(), m.opset_import[0].version), ("", onnx::OPSET));
+    assert_eq!(
+        (m.opset_import[0].domain.as_str(), m.opset_import[0].version),
+        ("", onnx::OPSET)
+    );
     let graph = m.graph.unwrap();
     assert!(graph.node.iter().all(|n| n.domain.is_empty()));
     let dims = |v: &proto::ValueInfoProto| -> Vec<String> {
@@ -371,13 +420,18 @@ fn write_ort_reference() {
         let y = Runtime::new(g.clone()).unwrap().forward(&x).unwrap();
         let y8 = Runtime::new(g8.clone()).unwrap().forward(&x).unwrap();
         // What the int8 ONNX computes exactly: LSTM input weights dequantised (weight-only).
-        let y8x = Runtime::new(dequantise(&g8, false, true)).unwrap().forward(&x).unwrap();
+        let y8x = Runtime::new(dequantise(&g8, false, true))
+            .unwrap()
+            .forward(&x)
+            .unwrap();
         write_f32(format!("{tag}.input.f32"), &x.data);
         write_f32(format!("{tag}.output.f32"), &y.data);
         write_f32(format!("{tag}.int8.output.f32"), &y8.data);
         write_f32(format!("{tag}.int8.exact.output.f32"), &y8x.data);
-        shapes.push_str(&format!("{tag} {} {} {} {}\n", x.rows, x.cols, y.rows, y.cols));
+        shapes.push_str(&format!(
+            "{tag} {} {} {} {}\n",
+            x.rows, x.cols, y.rows, y.cols
+        ));
     }
     std::fs::write(dir.join("shapes.txt"), shapes).unwrap();
 }
-

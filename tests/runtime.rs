@@ -27,7 +27,14 @@ fn random(rows: usize, cols: usize, seed: u64) -> Matrix {
 }
 
 /// A model with seeded random weights and non-trivial batch-norm statistics, and its graph.
-fn model(toml: &str, seed: u64) -> (Box<dyn amdistill::models::AcousticModel>, Graph, ModelConfig) {
+fn model(
+    toml: &str,
+    seed: u64,
+) -> (
+    Box<dyn amdistill::models::AcousticModel>,
+    Graph,
+    ModelConfig,
+) {
     let cfg: ModelConfig = toml::from_str(toml).unwrap();
     let varmap = VarMap::new();
     let vb = seeded_var_builder(&varmap, seed, DType::F32, &Device::Cpu);
@@ -71,7 +78,10 @@ fn candle_log_posteriors(m: &dyn amdistill::models::AcousticModel, x: &Matrix) -
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -109,7 +119,11 @@ fn streaming_equals_offline_bit_for_bit() {
                     let before = out.len() / S;
                     stream.push(feats.row(t), &mut out);
                     // Frame j comes out once frame j + latency is in.
-                    assert_eq!(out.len() / S, (t + 1).saturating_sub(lat), "{name}: after frame {t}");
+                    assert_eq!(
+                        out.len() / S,
+                        (t + 1).saturating_sub(lat),
+                        "{name}: after frame {t}"
+                    );
                     assert!(out.len() / S >= before);
                 }
                 stream.finish(&mut out);
@@ -149,6 +163,10 @@ fn int8_graphs_stay_close_to_fp32() {
 #[test]
 fn too_short_inputs_are_refused_with_the_context() {
     let (_, g, _) = model(ARCHS[0].1, 3);
-    let err = Runtime::new(g).unwrap().forward(&random(4, F, 1)).unwrap_err().to_string();
+    let err = Runtime::new(g)
+        .unwrap()
+        .forward(&random(4, F, 1))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("2 left + 2 right"), "{err}");
 }

@@ -153,7 +153,14 @@ pub fn align_utterance(
                     loglik.len()
                 )));
             }
-            let path = align_states(&graph, &senones, loglik, num_senones, cfg.beam, cfg.retry_beam)?;
+            let path = align_states(
+                &graph,
+                &senones,
+                loglik,
+                num_senones,
+                cfg.beam,
+                cfg.retry_beam,
+            )?;
             Ok(graph.segments(&path.states))
         }
     }
@@ -221,8 +228,10 @@ pub fn align_corpus(
                     phones.extend(std::iter::repeat_n(p, b - a));
                 }
                 out.frame_phones.insert(utt.clone(), phones);
-                out.segments
-                    .insert(utt.clone(), runs_to_segments(&runs, set, geometry, num_frames));
+                out.segments.insert(
+                    utt.clone(),
+                    runs_to_segments(&runs, set, geometry, num_frames),
+                );
             }
             Err(f) => out.failures.push((utt.clone(), f)),
         }

@@ -85,7 +85,11 @@ impl UttGraph {
                 cfg.optional_silence
             )));
         }
-        if words.is_empty() || words.iter().any(|w| w.is_empty() || w.iter().any(Vec::is_empty)) {
+        if words.is_empty()
+            || words
+                .iter()
+                .any(|w| w.is_empty() || w.iter().any(Vec::is_empty))
+        {
             return Err(Error::config("empty transcript or pronunciation"));
         }
         let mut g = UttGraph {
@@ -260,7 +264,13 @@ mod tests {
                 _ => 3,
             }
         };
-        let emit = |t: usize, s: usize| if g.states[s].phone == want(t) { 0.0 } else { -10.0 };
+        let emit = |t: usize, s: usize| {
+            if g.states[s].phone == want(t) {
+                0.0
+            } else {
+                -10.0
+            }
+        };
         let p = viterbi(&g.topology, frames, emit, f32::INFINITY).unwrap();
         assert_eq!(tokens_of(&g, &p.states), [SIL, 1, 2, 3]);
         let segs = g.segments(&p.states);

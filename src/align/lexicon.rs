@@ -119,7 +119,8 @@ impl Lexicon {
         write_atomic(path, |w| {
             for (word, prons) in &self.entries {
                 for (k, pron) in prons.iter().enumerate() {
-                    let names: Vec<&str> = pron.iter().map(|&p| set.phone(p).unwrap_or("?")).collect();
+                    let names: Vec<&str> =
+                        pron.iter().map(|&p| set.phone(p).unwrap_or("?")).collect();
                     if k == 0 {
                         writeln!(w, "{word} {}", names.join(" "))?;
                     } else {
@@ -165,7 +166,12 @@ impl Lexicon {
 /// `word(2)` -> `word`.
 fn strip_variant(word: &str) -> &str {
     match word.rfind('(') {
-        Some(i) if word.ends_with(')') && word[i + 1..word.len() - 1].chars().all(|c| c.is_ascii_digit()) => {
+        Some(i)
+            if word.ends_with(')')
+                && word[i + 1..word.len() - 1]
+                    .chars()
+                    .all(|c| c.is_ascii_digit()) =>
+        {
             &word[..i]
         }
         _ => word,
@@ -369,7 +375,8 @@ mod tests {
     #[test]
     fn reads_variants_and_strips_stress() {
         let set = PhoneSet::arpabet();
-        let text = ";;; comment\nhello HH AH0 L OW1\nhello(2) HH EH0 L OW1 # note\nHELLO HH AH0 L OW1\n";
+        let text =
+            ";;; comment\nhello HH AH0 L OW1\nhello(2) HH EH0 L OW1 # note\nHELLO HH AH0 L OW1\n";
         let lex = Lexicon::parse(text, Path::new("x.dict"), &set).unwrap();
         let prons = lex.get("Hello").unwrap();
         assert_eq!(prons.len(), 2);

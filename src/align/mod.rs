@@ -273,7 +273,11 @@ impl Agreement {
         let r = labeler.phones(reference, num_frames)?;
         let a = labeler.phones(aligned, num_frames)?;
         self.frames += num_frames;
-        self.agree += r.iter().zip(&a).filter(|(x, y)| fold(**x) == fold(**y)).count();
+        self.agree += r
+            .iter()
+            .zip(&a)
+            .filter(|(x, y)| fold(**x) == fold(**y))
+            .count();
         self.utts += 1;
         let speech = |segs: &[PhoneSegment]| -> Vec<(u32, f64, f64)> {
             segs.iter()
@@ -307,7 +311,11 @@ impl Agreement {
 
     /// Fraction of boundaries within `tol` seconds.
     pub fn within(&self, tol: f64) -> f64 {
-        let n = self.boundary_errors.iter().filter(|&&e| e <= tol + 1e-9).count();
+        let n = self
+            .boundary_errors
+            .iter()
+            .filter(|&&e| e <= tol + 1e-9)
+            .count();
         n as f64 / self.boundary_errors.len().max(1) as f64
     }
 }
@@ -350,7 +358,12 @@ mod tests {
     use std::path::Path;
 
     fn lexicon(set: &PhoneSet) -> Lexicon {
-        Lexicon::parse("one W AH1 N\nseven S EH1 V AH0 N\n", Path::new("t.dict"), set).unwrap()
+        Lexicon::parse(
+            "one W AH1 N\nseven S EH1 V AH0 N\n",
+            Path::new("t.dict"),
+            set,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -360,9 +373,15 @@ mod tests {
         assert_eq!(transcript_prons("ONE seven", &lex).unwrap().len(), 2);
         assert_eq!(
             transcript_prons("one zork seven Zork blik", &lex),
-            Err(AlignFailure::MissingWords(vec!["zork".into(), "blik".into()]))
+            Err(AlignFailure::MissingWords(vec![
+                "zork".into(),
+                "blik".into()
+            ]))
         );
-        assert_eq!(transcript_prons("  ", &lex), Err(AlignFailure::EmptyTranscript));
+        assert_eq!(
+            transcript_prons("  ", &lex),
+            Err(AlignFailure::EmptyTranscript)
+        );
     }
 
     #[test]
@@ -445,14 +464,28 @@ mod tests {
             start: a,
             end: b,
         };
-        let reference = vec![seg("pau", 0.0, 0.1), seg("s", 0.1, 0.2), seg("sil", 0.2, 0.3)];
-        let aligned = vec![seg("sil", 0.0, 0.12), seg("s", 0.12, 0.2), seg("sil", 0.2, 0.3)];
+        let reference = vec![
+            seg("pau", 0.0, 0.1),
+            seg("s", 0.1, 0.2),
+            seg("sil", 0.2, 0.3),
+        ];
+        let aligned = vec![
+            seg("sil", 0.0, 0.12),
+            seg("s", 0.12, 0.2),
+            seg("sil", 0.2, 0.3),
+        ];
         let mut a = Agreement::default();
         a.add(&reference, &aligned, &labeler, &set, 30).unwrap();
         assert_eq!((a.frames, a.agree), (30, 28));
         assert_eq!(a.boundary_errors.len(), 2);
-        assert!((a.median_boundary_error() - 0.02).abs() < 1e-9 || a.median_boundary_error() < 1e-9);
-        let other = vec![seg("sil", 0.0, 0.1), seg("z", 0.1, 0.2), seg("sil", 0.2, 0.3)];
+        assert!(
+            (a.median_boundary_error() - 0.02).abs() < 1e-9 || a.median_boundary_error() < 1e-9
+        );
+        let other = vec![
+            seg("sil", 0.0, 0.1),
+            seg("z", 0.1, 0.2),
+            seg("sil", 0.2, 0.3),
+        ];
         a.add(&reference, &other, &labeler, &set, 30).unwrap();
         assert_eq!(a.sequence_mismatches, 1);
         assert_eq!(a.boundary_errors.len(), 2);

@@ -153,7 +153,13 @@ mod tests {
     #[test]
     fn hand_made_example_has_the_known_best_path() {
         // Frames 0-1 favour state 0, frames 2-4 state 1: the best path switches at frame 2.
-        let e = [[-1.0f32, -5.0], [-1.0, -4.0], [-6.0, -1.0], [-3.0, -1.0], [-7.0, -2.0]];
+        let e = [
+            [-1.0f32, -5.0],
+            [-1.0, -4.0],
+            [-6.0, -1.0],
+            [-3.0, -1.0],
+            [-7.0, -2.0],
+        ];
         let p = viterbi(&two_state(), 5, |t, s| e[t][s], f32::INFINITY).unwrap();
         assert_eq!(p.states, [0, 0, 1, 1, 1]);
         // Emissions -1 -1 -1 -1 -2, transitions: one self-loop and one exit of 0.5 each.
@@ -167,7 +173,14 @@ mod tests {
         let mut top = Topology::new(3);
         top.initial.push((0, -0.1));
         top.initial.push((1, -2.3));
-        for (f, t, lp) in [(0, 0, -0.7), (0, 1, -0.9), (0, 2, -2.0), (1, 1, -0.4), (1, 2, -1.1), (2, 2, -0.2)] {
+        for (f, t, lp) in [
+            (0, 0, -0.7),
+            (0, 1, -0.9),
+            (0, 2, -2.0),
+            (1, 1, -0.4),
+            (1, 2, -1.1),
+            (2, 2, -0.2),
+        ] {
             top.add_arc(f, t, lp);
         }
         top.finals.push((2, -0.3));
@@ -177,9 +190,15 @@ mod tests {
         let arc = |f: usize, t: usize| top.arcs_in[t].iter().find(|a| a.0 == f).map(|a| a.1 as f64);
         let mut best = (f64::NEG_INFINITY, vec![]);
         for code in 0..3usize.pow(frames as u32) {
-            let seq: Vec<usize> = (0..frames).map(|t| code / 3usize.pow(t as u32) % 3).collect();
-            let Some(&(_, init)) = top.initial.iter().find(|i| i.0 == seq[0]) else { continue };
-            let Some(&(_, fin)) = top.finals.iter().find(|f| f.0 == seq[frames - 1]) else { continue };
+            let seq: Vec<usize> = (0..frames)
+                .map(|t| code / 3usize.pow(t as u32) % 3)
+                .collect();
+            let Some(&(_, init)) = top.initial.iter().find(|i| i.0 == seq[0]) else {
+                continue;
+            };
+            let Some(&(_, fin)) = top.finals.iter().find(|f| f.0 == seq[frames - 1]) else {
+                continue;
+            };
             let mut score = init as f64 + fin as f64;
             let mut ok = true;
             for t in 0..frames {
@@ -210,6 +229,9 @@ mod tests {
         // prunes it there, a wide one keeps it.
         let e = [[0.0f32, -100.0], [0.0, -30.0]];
         assert!(viterbi(&top, 2, |t, s| e[t][s], 10.0).is_none());
-        assert_eq!(viterbi(&top, 2, |t, s| e[t][s], 50.0).unwrap().states, [0, 1]);
+        assert_eq!(
+            viterbi(&top, 2, |t, s| e[t][s], 50.0).unwrap().states,
+            [0, 1]
+        );
     }
 }

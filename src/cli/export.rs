@@ -43,8 +43,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         onnx: !args.no_onnx,
         evaluation: None,
     };
-    let m = export(&args.model, &args.out, &opts)
-        .with_context(|| format!("exporting {} to {}", args.model.display(), args.out.display()))?;
+    let m = export(&args.model, &args.out, &opts).with_context(|| {
+        format!(
+            "exporting {} to {}",
+            args.model.display(),
+            args.out.display()
+        )
+    })?;
     eprintln!(
         "amdistill export: {} -> {}: {} parameters, {:.2} MB fp32, {:.2} MB int8{}",
         m.card.name,
@@ -83,7 +88,9 @@ fn evaluate(
     let results: Vec<Result<[usize; 4], String>> = utts
         .par_iter()
         .map(|u| {
-            let labels = ali.get(u).ok_or_else(|| format!("{u}: not in the alignments"))?;
+            let labels = ali
+                .get(u)
+                .ok_or_else(|| format!("{u}: not in the alignments"))?;
             let feats = store.get(u).map_err(|e| e.to_string())?;
             if feats.rows != labels.len() {
                 return Err(format!(
@@ -92,8 +99,12 @@ fn evaluate(
                     labels.len()
                 ));
             }
-            let a = fp32.forward_utterance(&feats).map_err(|e| format!("{u}: {e}"))?;
-            let b = int8.forward_utterance(&feats).map_err(|e| format!("{u}: {e}"))?;
+            let a = fp32
+                .forward_utterance(&feats)
+                .map_err(|e| format!("{u}: {e}"))?;
+            let b = int8
+                .forward_utterance(&feats)
+                .map_err(|e| format!("{u}: {e}"))?;
             let mut c = [labels.len(), 0, 0, 0];
             for (t, &l) in labels.iter().enumerate() {
                 let (x, y) = (argmax(a.row(t)), argmax(b.row(t)));
@@ -123,7 +134,10 @@ fn evaluate(
     };
     eprintln!("amdistill export: --eval {s}");
     if sum[0] == 0 {
-        bail!("--eval {}: no utterance could be scored", feat_dir.display());
+        bail!(
+            "--eval {}: no utterance could be scored",
+            feat_dir.display()
+        );
     }
     let pct = |k: usize| 100.0 * sum[k] as f64 / sum[0] as f64;
     Ok(serde_json::json!({
@@ -140,6 +154,12 @@ fn evaluate(
 fn argmax(row: &[f32]) -> usize {
     row.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) })
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv {
+                (i, v)
+            } else {
+                (bi, bv)
+            }
+        })
         .0
 }

@@ -9,12 +9,12 @@ use anyhow::{bail, Context as _};
 use amdistill::export::bundle::MANIFEST;
 use amdistill::export::{Bundle, Precision};
 use amdistill::features::store::FeatureStore;
-use amdistill::runtime::{lower, quantize, varmap_tensors, Runtime};
 use amdistill::labels::kaldi_ali::read_alignments;
 use amdistill::labels::phones::PhoneSet;
 use amdistill::labels::soft_targets::{SoftTargetStore, UttTargets};
 use amdistill::labels::tree::read_senones;
 use amdistill::progress::{bar, BatchSummary};
+use amdistill::runtime::{lower, quantize, varmap_tensors, Runtime};
 use amdistill::scoring::metrics::{senone_phones, ModelInfo, ScoreConfig, Scorer};
 use amdistill::train::teacher::Ensemble;
 use amdistill::train::trainer::device;
@@ -95,7 +95,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (scored, model_dir) = if args.model.join(MANIFEST).exists() {
         let bundle = Bundle::load(&args.model)?;
         bundle.card().check_features(&store, &args.model)?;
-        let precision = if args.int8 { Precision::Int8 } else { Precision::Fp32 };
+        let precision = if args.int8 {
+            Precision::Int8
+        } else {
+            Precision::Fp32
+        };
         let rt = bundle.runtime(precision)?;
         (Scored::Bundle(Box::new(bundle), rt), args.model.clone())
     } else if args.model.join("targets.json").exists() {
@@ -144,7 +148,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     if args.int8 && !matches!(scored, Scored::Bundle(..)) {
-        bail!("--int8 scores a bundle's int8 weights; {} is not a bundle (amdistill export)", args.model.display());
+        bail!(
+            "--int8 scores a bundle's int8 weights; {} is not a bundle (amdistill export)",
+            args.model.display()
+        );
     }
     let normaliser = match &scored {
         Scored::Model(m) => Some(m.normaliser(&store)?),

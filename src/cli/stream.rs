@@ -48,7 +48,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("--chunk must be at least 1 sample");
     }
     let bundle = Bundle::load(&args.bundle)?;
-    let precision = if args.int8 { Precision::Int8 } else { Precision::Fp32 };
+    let precision = if args.int8 {
+        Precision::Int8
+    } else {
+        Precision::Fp32
+    };
     let mut streamer = Streamer::new(&bundle, precision)?;
     let audio_opts = AudioOptions {
         sample_rate: streamer.sample_rate(),
@@ -86,7 +90,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let secs = start.elapsed().as_secs_f64();
         let frames = out.len() / s;
         if frames == 0 {
-            eprintln!("amdistill stream: {}: too short for one frame; skipped", path.display());
+            eprintln!(
+                "amdistill stream: {}: too short for one frame; skipped",
+                path.display()
+            );
             continue;
         }
         let post = Matrix::from_vec(frames, s, out);

@@ -138,7 +138,12 @@ fn skeleton(card: &ModelCard) -> Result<Graph> {
     card.model
         .build(card.input_dim, card.num_senones, vb)
         .map_err(|e| Error::config(format!("building {}: {e}", card.name)))?;
-    lower(&card.model, card.input_dim, card.num_senones, &varmap_tensors(&varmap))
+    lower(
+        &card.model,
+        card.input_dim,
+        card.num_senones,
+        &varmap_tensors(&varmap),
+    )
 }
 
 /// The card's CMVN as a `cmvn` node at the front of `graph` (none for `cmvn = none`).
@@ -191,7 +196,9 @@ fn cmvn_scale_shift(
             shift[d] = (alpha as f64 * sum[d]) as f32;
         }
         if !(scale[d].is_finite() && shift[d].is_finite() && scale[d] != 0.0) {
-            return Err(format!("NaN or infinity in CMVN statistics (coefficient {d})"));
+            return Err(format!(
+                "NaN or infinity in CMVN statistics (coefficient {d})"
+            ));
         }
     }
     Ok((scale, shift))
@@ -216,7 +223,10 @@ pub fn export(model_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<Mani
         .ok_or_else(|| Error::config(format!("{}: not a directory path", out.display())))?
         .to_string_lossy()
         .into_owned();
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     let tmp = parent.join(format!("{name}.tmp.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -329,10 +339,22 @@ fn onnx_metadata(card: &ModelCard) -> Vec<(String, String)> {
         ("amdistill.format".to_string(), BUNDLE_FORMAT.to_string()),
         ("amdistill.model".to_string(), card.name.clone()),
         ("amdistill.senones_id".to_string(), card.senones_id.clone()),
-        ("amdistill.num_senones".to_string(), card.num_senones.to_string()),
-        ("amdistill.left_context".to_string(), card.context.left.to_string()),
-        ("amdistill.right_context".to_string(), card.context.right.to_string()),
-        ("amdistill.frame_shift_s".to_string(), card.frame_shift.to_string()),
+        (
+            "amdistill.num_senones".to_string(),
+            card.num_senones.to_string(),
+        ),
+        (
+            "amdistill.left_context".to_string(),
+            card.context.left.to_string(),
+        ),
+        (
+            "amdistill.right_context".to_string(),
+            card.context.right.to_string(),
+        ),
+        (
+            "amdistill.frame_shift_s".to_string(),
+            card.frame_shift.to_string(),
+        ),
         (
             "amdistill.input".to_string(),
             "raw log-mel fbank frames (CMVN is inside the model)".to_string(),
@@ -451,7 +473,9 @@ mod tests {
         let feats = Matrix::from_vec(
             4,
             3,
-            vec![1.0, -2.0, 3.5, 0.25, 7.0, -1.0, 2.0, 2.0, 2.0, -3.0, 0.5, 9.0],
+            vec![
+                1.0, -2.0, 3.5, 0.25, 7.0, -1.0, 2.0, 2.0, 2.0, -3.0, 0.5, 9.0,
+            ],
         );
         let mut stats = CmvnStats::new(3);
         stats.accumulate(&feats).unwrap();

@@ -79,7 +79,10 @@ pub fn graph_to_safetensors(graph: &Graph, metadata: BTreeMap<String, String>) -
             Op::Lstm(l) => {
                 put_weights(&mut t, &format!("{n}.w_ih"), &l.w_ih);
                 t.insert(format!("{n}.bias"), f32s(&[l.bias.len()], &l.bias));
-                t.insert(format!("{n}.w_hh"), f32s(&[l.w_hh.rows, l.w_hh.cols], &l.w_hh.data));
+                t.insert(
+                    format!("{n}.w_hh"),
+                    f32s(&[l.w_hh.rows, l.w_hh.cols], &l.w_hh.data),
+                );
                 if let Some(p) = &l.w_proj {
                     t.insert(format!("{n}.w_proj"), f32s(&[p.rows, p.cols], &p.data));
                 }
@@ -188,7 +191,11 @@ impl Reader<'_> {
 
 /// Sets every parameter of `graph` (built for the same model) from the safetensors `bytes`
 /// read from `path` (named in errors). Returns the file's metadata.
-pub fn fill_graph(graph: &mut Graph, bytes: &[u8], path: &Path) -> Result<BTreeMap<String, String>> {
+pub fn fill_graph(
+    graph: &mut Graph,
+    bytes: &[u8],
+    path: &Path,
+) -> Result<BTreeMap<String, String>> {
     let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
     let st = SafeTensors::deserialize(bytes)
@@ -231,13 +238,12 @@ pub fn fill_graph(graph: &mut Graph, bytes: &[u8], path: &Path) -> Result<BTreeM
             | Op::LogSoftmax { .. } => {}
         }
     }
-    let mut extra: Vec<String> = r
-        .st
-        .names()
-        .into_iter()
-        .filter(|n| !r.taken.contains(*n))
-        .map(str::to_string)
-        .collect();
+    let mut extra: Vec<String> =
+        r.st.names()
+            .into_iter()
+            .filter(|n| !r.taken.contains(*n))
+            .map(str::to_string)
+            .collect();
     if !extra.is_empty() {
         extra.sort();
         return Err(Error::format(
@@ -248,7 +254,12 @@ pub fn fill_graph(graph: &mut Graph, bytes: &[u8], path: &Path) -> Result<BTreeM
             ),
         ));
     }
-    Ok(header.metadata().clone().unwrap_or_default().into_iter().collect())
+    Ok(header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect())
 }
 
 #[cfg(test)]
@@ -300,7 +311,10 @@ mod tests {
             .unwrap();
         let bytes = graph_to_safetensors(&tiny(), BTreeMap::new()).unwrap();
         let e = fill_graph(&mut other, &bytes, Path::new("w.safetensors")).unwrap_err();
-        assert!(e.to_string().contains("l0.weight") && e.to_string().contains("[4, 3]"), "{e}");
+        assert!(
+            e.to_string().contains("l0.weight") && e.to_string().contains("[4, 3]"),
+            "{e}"
+        );
         let e = fill_graph(&mut tiny(), b"garbage", Path::new("w.safetensors")).unwrap_err();
         assert!(e.to_string().contains("w.safetensors"), "{e}");
     }

@@ -149,7 +149,8 @@ fn exp_nonpositive(x: f32) -> f32 {
     let x = x.max(-87.3);
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
     let r = x - n * LN2_HI - n * LN2_LO;
-    let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+    let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
+        * r
         + 1.666_666_5e-1)
         * r
         + 5.000_000_1e-1)
@@ -314,7 +315,12 @@ impl Runtime {
             let mut out = Matrix::zeros(n, node.dim);
             match (&node.op, &self.kernels[id]) {
                 (Op::Input, _) => out = input.clone(),
-                (Op::Affine { input, bias, relu, .. }, NodeKernel::Affine(w)) => {
+                (
+                    Op::Affine {
+                        input, bias, relu, ..
+                    },
+                    NodeKernel::Affine(w),
+                ) => {
                     let x = &values[*input];
                     let skip = (node.span.lead - nodes[*input].span.lead) as usize;
                     let d = x.cols;

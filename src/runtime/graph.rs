@@ -133,7 +133,10 @@ pub enum Op {
     /// The features `[frames, input_dim]`, CMVN applied.
     Input,
     /// `out(t) = concat over offsets o of in(t + o)`; offsets strictly increasing.
-    Splice { input: NodeId, offsets: Vec<i32> },
+    Splice {
+        input: NodeId,
+        offsets: Vec<i32>,
+    },
     /// Drops `left` frames at the start and `right` at the end.
     Trim {
         input: NodeId,
@@ -161,12 +164,20 @@ pub enum Op {
         eps: f32,
     },
     /// `out(t) = a(t) + scale * b(t)` over the frames both have (TDNN-F's bypass).
-    Add { a: NodeId, b: NodeId, scale: f32 },
+    Add {
+        a: NodeId,
+        b: NodeId,
+        scale: f32,
+    },
     Lstm(LstmOp),
     /// Channels of the inputs side by side, over the frames all have.
-    Concat { inputs: Vec<NodeId> },
+    Concat {
+        inputs: Vec<NodeId>,
+    },
     /// `out(t) = in(t) - log sum exp in(t)`: logits to log-posteriors.
-    LogSoftmax { input: NodeId },
+    LogSoftmax {
+        input: NodeId,
+    },
 }
 
 impl Op {
@@ -337,7 +348,12 @@ impl Graph {
     /// The same graph reading `x * scale + shift` instead of its input (per channel): folds
     /// a global CMVN into the model, so it takes raw features. The new node comes right after
     /// the input and every later id moves up by one.
-    pub fn prepend_scale_shift(&self, name: &str, scale: Vec<f32>, shift: Vec<f32>) -> Result<Graph> {
+    pub fn prepend_scale_shift(
+        &self,
+        name: &str,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    ) -> Result<Graph> {
         let dim = self.input_dim();
         if scale.len() != dim || shift.len() != dim {
             return Err(Error::config(format!(
@@ -347,7 +363,14 @@ impl Graph {
             )));
         }
         let mut g = Graph::new(dim);
-        g.push(name, Op::ScaleShift { input: 0, scale, shift })?;
+        g.push(
+            name,
+            Op::ScaleShift {
+                input: 0,
+                scale,
+                shift,
+            },
+        )?;
         for node in &self.nodes[1..] {
             let mut op = node.op.clone();
             for id in op.inputs_mut() {
@@ -474,7 +497,10 @@ impl Graph {
                 }
                 if let Some(p) = &l.w_proj {
                     if p.cols != h {
-                        return Err(bad(format!("w_proj is [{}, {}], hidden {h}", p.rows, p.cols)));
+                        return Err(bad(format!(
+                            "w_proj is [{}, {}], hidden {h}",
+                            p.rows, p.cols
+                        )));
                     }
                 }
                 (rec, node(l.input).span)
@@ -528,7 +554,10 @@ mod tests {
                 },
             )
             .unwrap();
-        assert_eq!((g.nodes[s].dim, g.nodes[s].span), (6, Span { lead: 2, lag: 1 }));
+        assert_eq!(
+            (g.nodes[s].dim, g.nodes[s].span),
+            (6, Span { lead: 2, lag: 1 })
+        );
         let fwd = g
             .push(
                 "f",
@@ -550,7 +579,10 @@ mod tests {
             )
             .unwrap();
         let a = g.push("a", Op::Concat { inputs: vec![t, s] }).unwrap();
-        assert_eq!((g.nodes[a].dim, g.nodes[a].span), (8, Span { lead: 2, lag: 1 }));
+        assert_eq!(
+            (g.nodes[a].dim, g.nodes[a].span),
+            (8, Span { lead: 2, lag: 1 })
+        );
         assert_eq!(g.context().unwrap(), Context { left: 2, right: 1 });
     }
 

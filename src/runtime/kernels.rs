@@ -136,7 +136,10 @@ fn portable_dots_f32(w: &PackedF32, x: &[f32], n: usize, out: &mut [f32]) {
     for f in 0..n {
         let xf = &x[f * w.stride..f * w.stride + w.cols];
         for r in 0..w.rows {
-            out[f * w.rows + r] = xf.iter().enumerate().fold(0f32, |a, (k, &v)| w.at(r, k).mul_add(v, a));
+            out[f * w.rows + r] = xf
+                .iter()
+                .enumerate()
+                .fold(0f32, |a, (k, &v)| w.at(r, k).mul_add(v, a));
         }
     }
 }
@@ -230,7 +233,11 @@ fn portable_dots_i8(w: &PackedI8, xq: &[u8], n: usize, acc: &mut [i32]) {
     for f in 0..n {
         let xf = &xq[f * w.stride..f * w.stride + w.cols];
         for r in 0..w.rows {
-            acc[f * w.rows + r] = xf.iter().enumerate().map(|(k, &b)| w.at(r, k) as i32 * b as i32).sum();
+            acc[f * w.rows + r] = xf
+                .iter()
+                .enumerate()
+                .map(|(k, &b)| w.at(r, k) as i32 * b as i32)
+                .sum();
         }
     }
 }
@@ -459,7 +466,10 @@ mod avx512 {
             let wp = w.data.as_ptr().add(p * w.groups * PANEL * 4);
             let xf = xp.add(f * w.stride);
             let of = op.add(f * w.rows + p * PANEL);
-            let ef = Epilogue { frames: e.frames.add(f), ..e };
+            let ef = Epilogue {
+                frames: e.frames.add(f),
+                ..e
+            };
             dispatch!(tile_i8, mr, nr, wp, w.groups, xf, w.stride, of, w.rows, p, ef);
         });
     }
@@ -500,7 +510,10 @@ mod avx512 {
                 let mask = row_mask(rows, panel0 + j);
                 let sums = _mm512_maskz_loadu_epi32(mask, e.row_sums.add(r0));
                 let int = _mm512_sub_epi32(*a, _mm512_mullo_epi32(_mm512_set1_epi32(zp), sums));
-                let scale = _mm512_mul_ps(_mm512_set1_ps(sx), _mm512_maskz_loadu_ps(mask, e.scales.add(r0)));
+                let scale = _mm512_mul_ps(
+                    _mm512_set1_ps(sx),
+                    _mm512_maskz_loadu_ps(mask, e.scales.add(r0)),
+                );
                 let v = e.finish(_mm512_mul_ps(_mm512_cvtepi32_ps(int), scale), r0, mask);
                 _mm512_mask_storeu_ps(out.add(i * rows + j * PANEL), mask, v);
             }
@@ -544,10 +557,19 @@ mod tests {
             for f in 0..n {
                 let mut one = vec![0f32; rows];
                 p.apply(&xp[f * p.stride..], 1, Some(&bias), true, &mut one);
-                assert_eq!(one, all[f * rows..(f + 1) * rows], "frame {f} alone differs");
+                assert_eq!(
+                    one,
+                    all[f * rows..(f + 1) * rows],
+                    "frame {f} alone differs"
+                );
                 for r in 0..rows {
-                    let naive: f32 =
-                        w.row(r).iter().zip(x.row(f)).map(|(a, b)| a * b).sum::<f32>() + bias[r];
+                    let naive: f32 = w
+                        .row(r)
+                        .iter()
+                        .zip(x.row(f))
+                        .map(|(a, b)| a * b)
+                        .sum::<f32>()
+                        + bias[r];
                     assert!((all[f * rows + r] - naive.max(0.0)).abs() < 1e-5);
                 }
             }
@@ -569,14 +591,27 @@ mod tests {
             portable_dots_i8(&p, &xq, n, &mut exact);
             for f in 0..n {
                 let mut one = vec![0f32; rows];
-                p.apply(&xq[f * p.stride..], &xs[f..], 1, None, false, &mut acc, &mut one);
+                p.apply(
+                    &xq[f * p.stride..],
+                    &xs[f..],
+                    1,
+                    None,
+                    false,
+                    &mut acc,
+                    &mut one,
+                );
                 assert_eq!(one, out[f * rows..(f + 1) * rows]);
                 for r in 0..rows {
                     let (sx, zp) = xs[f];
-                    let want = (exact[f * rows + r] - zp * p.row_sums[r]) as f32 * (sx * p.scales[r]);
+                    let want =
+                        (exact[f * rows + r] - zp * p.row_sums[r]) as f32 * (sx * p.scales[r]);
                     assert_eq!(out[f * rows + r], want);
                     let fp: f32 = w.row(r).iter().zip(x.row(f)).map(|(a, b)| a * b).sum();
-                    assert!((out[f * rows + r] - fp).abs() < 0.02 * (cols as f32).sqrt(), "{} vs {fp}", out[f * rows + r]);
+                    assert!(
+                        (out[f * rows + r] - fp).abs() < 0.02 * (cols as f32).sqrt(),
+                        "{} vs {fp}",
+                        out[f * rows + r]
+                    );
                 }
             }
         }
@@ -590,7 +625,10 @@ mod tests {
         let scale = 3.0 / 255.0;
         assert_eq!(p[0].0, scale);
         assert_eq!(p[0].1, 85); // round(1 / scale) = round(85.0)
-        assert_eq!(q[..4], [0, 85, (0.5f32 / scale).round_ties_even() as u8 + 85, 255]);
+        assert_eq!(
+            q[..4],
+            [0, 85, (0.5f32 / scale).round_ties_even() as u8 + 85, 255]
+        );
         assert!(q[4..].iter().all(|&v| v == 0));
     }
 }

@@ -76,9 +76,7 @@ impl GraphStream {
                     vec![(*input, *offsets.last().unwrap() as i64)],
                     vec![(*input, offsets[0] as i64)],
                 ),
-                Op::Trim { input, right, .. } => {
-                    (vec![(*input, *right as i64)], vec![(*input, 0)])
-                }
+                Op::Trim { input, right, .. } => (vec![(*input, *right as i64)], vec![(*input, 0)]),
                 op => {
                     let ins = op.inputs();
                     (
@@ -87,11 +85,7 @@ impl GraphStream {
                     )
                 }
             };
-            delay[id] = need
-                .iter()
-                .map(|&(i, o)| delay[i] + o)
-                .max()
-                .unwrap_or(0);
+            delay[id] = need.iter().map(|&(i, o)| delay[i] + o).max().unwrap_or(0);
             needs.push(need);
             reads.push(read);
         }
@@ -176,7 +170,12 @@ impl GraphStream {
         let (before, rest) = self.rings.split_at_mut(id);
         let ring = &mut rest[0];
         match (&node.op, &rt.kernels[id]) {
-            (Op::Affine { input, bias, relu, .. }, NodeKernel::Affine(w)) => {
+            (
+                Op::Affine {
+                    input, bias, relu, ..
+                },
+                NodeKernel::Affine(w),
+            ) => {
                 let x = before[*input].get(t);
                 affine(
                     w,

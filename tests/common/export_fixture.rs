@@ -61,7 +61,11 @@ pub fn model_dir(dir: &Path, cfg: &ModelConfig, cmvn: CmvnMode) {
         log_priors: vec![-(SENONES as f32).ln(); SENONES],
         training: serde_json::Value::Null,
     };
-    std::fs::write(dir.join("model.json"), serde_json::to_string(&card).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("model.json"),
+        serde_json::to_string(&card).unwrap(),
+    )
+    .unwrap();
     let senones: String = (0..SENONES).map(|i| format!("{i} sil 0 -\n")).collect();
     std::fs::write(dir.join("senones.txt"), senones).unwrap();
 }

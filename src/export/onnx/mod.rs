@@ -15,6 +15,6 @@ pub mod proto;
 mod writer;
 
 pub use writer::{
-    to_onnx, to_onnx_with, write_onnx, write_onnx_with, Int8Form, OnnxOptions, INPUT_NAME,
-    OPSET, OUTPUT_NAME,
+    to_onnx, to_onnx_with, write_onnx, write_onnx_with, Int8Form, OnnxOptions, INPUT_NAME, OPSET,
+    OUTPUT_NAME,
 };

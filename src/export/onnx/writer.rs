@@ -91,11 +91,7 @@ pub fn to_onnx_with(
 }
 
 /// Writes [`to_onnx`] of `graph` to `path` (atomically: no half-written model is ever seen).
-pub fn write_onnx(
-    path: impl AsRef<Path>,
-    graph: &Graph,
-    meta: &[(String, String)],
-) -> Result<()> {
+pub fn write_onnx(path: impl AsRef<Path>, graph: &Graph, meta: &[(String, String)]) -> Result<()> {
     write_onnx_with(path, graph, meta, &OnnxOptions::default())
 }
 
@@ -153,7 +149,11 @@ fn model_proto(graph: &Graph, meta: &[(String, String)], opts: &OnnxOptions) -> 
         initializer: w.inits,
         input: vec![value_info(
             INPUT_NAME,
-            &[Dim::Param("N"), Dim::Param("T"), Dim::Value(graph.input_dim())],
+            &[
+                Dim::Param("N"),
+                Dim::Param("T"),
+                Dim::Value(graph.input_dim()),
+            ],
         )],
         output: vec![value_info(
             OUTPUT_NAME,
@@ -269,7 +269,10 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 /// from the runtime's `[i, f, o, g]` to ONNX's `[i, o, f, c]`.
 fn onnx_gate_order<T: Copy>(v: &[T], hidden: usize, cols: usize) -> Vec<T> {
     let block = |k: usize| &v[k * hidden * cols..(k + 1) * hidden * cols];
-    [0, 2, 1, 3].iter().flat_map(|&k| block(k).iter().copied()).collect()
+    [0, 2, 1, 3]
+        .iter()
+        .flat_map(|&k| block(k).iter().copied())
+        .collect()
 }
 
 /// `m^T` of a row-major `[rows, cols]`: `[cols, rows]`.
@@ -484,11 +487,21 @@ impl Writer<'_> {
                 // which is -inf for log-probabilities below about -87 (confident models have them).
                 let x = self.value(*input);
                 let keep = attr_int("keepdims", 1);
-                let m = self.op1("ReduceMax", &format!("{name}/max"), &[&x], vec![attr_ints("axes", &[-1]), keep.clone()]);
+                let m = self.op1(
+                    "ReduceMax",
+                    &format!("{name}/max"),
+                    &[&x],
+                    vec![attr_ints("axes", &[-1]), keep.clone()],
+                );
                 let y = self.op1("Sub", &format!("{name}/shifted"), &[&x, &m], vec![]);
                 let e = self.op1("Exp", &format!("{name}/exp"), &[&y], vec![]);
                 let axes = self.i64s(&[-1]);
-                let z = self.op1("ReduceSum", &format!("{name}/sum"), &[&e, &axes], vec![keep]);
+                let z = self.op1(
+                    "ReduceSum",
+                    &format!("{name}/sum"),
+                    &[&e, &axes],
+                    vec![keep],
+                );
                 let lz = self.op1("Log", &format!("{name}/logsum"), &[&z], vec![]);
                 self.op1("Sub", name, &[&y, &lz], vec![])
             }
@@ -550,11 +563,21 @@ impl Writer<'_> {
         match self.opts.int8 {
             Int8Form::PerFrame => {
                 let (xq, xs, xzp) = self.quantise_per_frame(x);
-                let acc = self.op1("MatMulInteger", &format!("{name}/matmul_int"), &[&xq, &wt], vec![]);
+                let acc = self.op1(
+                    "MatMulInteger",
+                    &format!("{name}/matmul_int"),
+                    &[&xq, &wt],
+                    vec![],
+                );
                 // MatMulInteger has no per-frame zero point in tract or onnxruntime: subtract
                 // zp * sum_k W[k][r] (exact in int32) as the runtime's kernel does.
                 let sums: Vec<i32> = (0..rows)
-                    .map(|r| q.data[r * cols..(r + 1) * cols].iter().map(|&v| v as i32).sum())
+                    .map(|r| {
+                        q.data[r * cols..(r + 1) * cols]
+                            .iter()
+                            .map(|&v| v as i32)
+                            .sum()
+                    })
                     .collect();
                 let sums = self.init_i32(&format!("{name}.weight_col_sums"), &[rows], &sums);
                 let zpi = self.op1(
@@ -580,7 +603,13 @@ impl Writer<'_> {
                     format!("{name}/x_scale"),
                     format!("{name}/x_zero_point"),
                 );
-                self.op("DynamicQuantizeLinear", &format!("{name}/quantise"), &[x], &[&xq, &xs, &xzp], vec![]);
+                self.op(
+                    "DynamicQuantizeLinear",
+                    &format!("{name}/quantise"),
+                    &[x],
+                    &[&xq, &xs, &xzp],
+                    vec![],
+                );
                 let acc = self.op1(
                     "MatMulInteger",
                     &format!("{name}/matmul_int"),
@@ -597,7 +626,11 @@ impl Writer<'_> {
                 self.op1("Mul", &format!("{name}/dequant"), &[&accf, &s], vec![])
             }
             Int8Form::Dequantize => {
-                let zp = self.init_i8(&format!("{name}.weight_zero_point"), &[rows], &vec![0; rows]);
+                let zp = self.init_i8(
+                    &format!("{name}.weight_zero_point"),
+                    &[rows],
+                    &vec![0; rows],
+                );
                 let w = self.op1(
                     "DequantizeLinear",
                     &format!("{name}/weight_t"),
@@ -696,7 +729,12 @@ impl Writer<'_> {
         let in_dim = graph.nodes[ops[0].input].dim;
         let x = self.value(ops[0].input);
         let perm = attr_ints("perm", &[1, 0, 2]);
-        let xt = self.op1("Transpose", &format!("{name}/time_major"), &[&x], vec![perm]);
+        let xt = self.op1(
+            "Transpose",
+            &format!("{name}/time_major"),
+            &[&x],
+            vec![perm],
+        );
 
         // W: [dirs, 4h, in] (fp32 initializer, or int8 dequantised per row), R: [dirs, 4h, h],
         // B: [dirs, 8h].
@@ -711,9 +749,14 @@ impl Writer<'_> {
                 Weights::Int8(q) => {
                     let data = onnx_gate_order(&q.data, h, in_dim);
                     let scales = onnx_gate_order(&q.scales, h, 1);
-                    let wq = self.init_i8(&format!("{lname}.w_ih_int8"), &[1, 4 * h, in_dim], &data);
+                    let wq =
+                        self.init_i8(&format!("{lname}.w_ih_int8"), &[1, 4 * h, in_dim], &data);
                     let ws = self.init_f32(&format!("{lname}.w_ih_scale"), &[4 * h], &scales);
-                    let zp = self.init_i8(&format!("{lname}.w_ih_zero_point"), &[4 * h], &vec![0; 4 * h]);
+                    let zp = self.init_i8(
+                        &format!("{lname}.w_ih_zero_point"),
+                        &[4 * h],
+                        &vec![0; 4 * h],
+                    );
                     w_parts.push(self.op1(
                         "DequantizeLinear",
                         &format!("{lname}/w_ih"),
@@ -733,7 +776,12 @@ impl Writer<'_> {
             w_parts.remove(0)
         } else {
             let refs: Vec<&str> = w_parts.iter().map(String::as_str).collect();
-            self.op1("Concat", &format!("{name}/W"), &refs, vec![attr_int("axis", 0)])
+            self.op1(
+                "Concat",
+                &format!("{name}/W"),
+                &refs,
+                vec![attr_int("axis", 0)],
+            )
         };
         let r = self.init_f32(&format!("{name}.R"), &[dirs, 4 * h, h], &r_data);
         let b = self.init_f32(&format!("{name}.B"), &[dirs, 8 * h], &b_data);
