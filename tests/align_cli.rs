@@ -287,18 +287,22 @@ fn unalignable_utterances_are_named_and_left_out() {
     lines[1] = format!("{long} {}", vec!["aa"; 200].join(" "));
     std::fs::write(data.join("text"), lines.join("\n") + "\n").unwrap();
 
+    // Aligns into `out` with the test lexicon and letter-to-sound `lts`; returns stderr.
+    let align = |out: &Path, lts: &str| {
+        let o = ok(&[
+            "align",
+            s(&data),
+            s(&feat),
+            s(out),
+            "--lexicon",
+            s(&lex),
+            "--lts",
+            lts,
+        ]);
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
     let out = root.join("ali");
-    let o = ok(&[
-        "align",
-        s(&data),
-        s(&feat),
-        s(&out),
-        "--lexicon",
-        s(&lex),
-        "--lts",
-        "none",
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = align(&out, "none");
     assert!(
         err.contains(&format!("{missing}: words not in the lexicon: zork;")),
         "{err}"
@@ -313,17 +317,7 @@ fn unalignable_utterances_are_named_and_left_out() {
 
     // The built-in letter-to-sound rules give "zork" a pronunciation: then it aligns.
     let out = root.join("ali_lts");
-    let o = ok(&[
-        "align",
-        s(&data),
-        s(&feat),
-        s(&out),
-        "--lexicon",
-        s(&lex),
-        "--lts",
-        "rules",
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = align(&out, "rules");
     assert!(err.contains("done 4 of 5"), "{err}");
     assert!(std::fs::read_to_string(out.join("lexicon.txt"))
         .unwrap()
