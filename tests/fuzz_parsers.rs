@@ -39,7 +39,7 @@ use amdistill::features::store::FeatureStore;
 use amdistill::features::{FbankOptions, Matrix};
 use amdistill::labels::ctm::read_ctm;
 use amdistill::labels::hts::{read_festival_lab, read_hts_labels, read_hts_phones};
-use amdistill::labels::kaldi_ali::read_alignments;
+use amdistill::labels::kaldi_ali::{read_alignments, write_binary_alignments};
 use amdistill::labels::phones::PhoneSet;
 use amdistill::labels::textgrid::{parse_textgrid, read_textgrid, TierContent};
 use amdistill::labels::timit::read_phn;
@@ -1713,6 +1713,30 @@ fn alignment_text_files() {
             for ids in ali.values() {
                 prop_assert!(!ids.is_empty());
             }
+        }
+        Ok(())
+    });
+}
+
+/// A valid binary archive (as `ali-to-pdf ... ark:-` writes), then mutated: sizes, widths
+/// and keys of any value are refused without allocating what they claim.
+#[test]
+fn alignment_binary_archives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let valid = tmp.path().join("valid.ark");
+    let ali = std::collections::BTreeMap::from([
+        ("u1".to_string(), vec![0u32, 5, 5, 17]),
+        ("u2".to_string(), vec![3u32; 9]),
+    ]);
+    write_binary_alignments(&valid, &ali).unwrap();
+    let base = std::fs::read(&valid).unwrap();
+    assert_eq!(read_alignments(&valid).unwrap(), ali);
+    fuzz("alignment_binary_archives", mutated_bytes(base), |bytes| {
+        if let Ok(ali) = parse_file(tmp.path(), "ali.ark", &bytes, read_alignments)? {
+            accepted();
+            let frames: usize = ali.values().map(Vec::len).sum();
+            prop_assert!(ali.values().all(|v| !v.is_empty()));
+            prop_assert!(frames * 2 <= bytes.len());
         }
         Ok(())
     });

@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use amdistill::corpus::import::{
-    import_fsdd, import_kaldi, import_labels, import_timit, FsddSplit, KaldiOptions, LabelFormat,
-    LabelImportOptions, TimitOptions, TimitPhones,
+    import_fsdd, import_kaldi, import_labels, import_timit, FsddSplit, Holdout, HoldoutBy,
+    KaldiOptions, LabelFormat, LabelImportOptions, TimitOptions, TimitPhones,
 };
 use amdistill::corpus::table::read_map;
 use amdistill::corpus::DataDir;
 use amdistill::labels::frame_labels::read_phone_times;
-use amdistill::labels::kaldi_ali::read_alignments;
+use amdistill::labels::kaldi_ali::{read_alignments, write_binary_alignments};
+use amdistill::labels::tree::read_senones;
 use amdistill::labels::{read_ctm, FrameGeometry, FrameLabeler, PhoneSet};
 
 fn write(path: &Path, bytes: impl AsRef<[u8]>) -> PathBuf {
@@ -446,6 +447,207 @@ fn kaldi_alignments_checked_against_the_data_dir() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("ali4.txt:2"), "{e}");
+}
+
+#[test]
+fn kaldi_binary_archives_read_like_text_and_gzip_is_refused_with_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ali = BTreeMap::from([
+        ("a1".to_string(), vec![0u32, 0, 3, 3, 12]),
+        ("b1".to_string(), vec![7, 7, 70000]),
+    ]);
+    let bin = tmp.path().join("ali.ark");
+    write_binary_alignments(&bin, &ali).unwrap();
+    // The layout of Kaldi's WriteIntegerVector: key, ' ', \0B, \4, int32 count, int32s.
+    let bytes = std::fs::read(&bin).unwrap();
+    assert_eq!(&bytes[..12], b"a1 \0B\x04\x05\0\0\0\0\0");
+    assert_eq!(bytes.len(), 2 * 3 + 2 * 7 + 4 * 8);
+    assert_eq!(read_alignments(&bin).unwrap(), ali);
+
+    // Truncated, or a count bigger than the file: refused, naming the utterance.
+    let cut = write(&tmp.path().join("cut.ark"), &bytes[..bytes.len() - 2]);
+    let e = read_alignments(&cut).unwrap_err().to_string();
+    assert!(
+        e.contains("cut.ark") && e.contains("utterance b1: 3 frames claimed"),
+        "{e}"
+    );
+    let mut huge = bytes.clone();
+    huge[6..10].copy_from_slice(&i32::MAX.to_le_bytes());
+    let huge = write(&tmp.path().join("huge.ark"), &huge);
+    let e = read_alignments(&huge).unwrap_err().to_string();
+    assert!(e.contains("utterance a1: 2147483647 frames claimed"), "{e}");
+
+    let gz = write(&tmp.path().join("ali.1.gz"), [0x1f, 0x8b, 8, 0, 0, 0]);
+    let e = read_alignments(&gz).unwrap_err().to_string();
+    assert!(
+        e.contains("transition ids") && e.contains("ali-to-pdf"),
+        "{e}"
+    );
+}
+
+/// A Kaldi data directory of 12 speakers x 2 utterances, pdf-id and per-frame phone
+/// alignments, and a position-dependent data/lang/phones.txt.
+fn kaldi_corpus(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let data = dir.join("data/train");
+    let (mut wav, mut spk, mut pdf, mut ph) =
+        (String::new(), String::new(), String::new(), String::new());
+    for s in 0..12 {
+        for u in 0..2 {
+            let utt = format!("spk{s:02}-u{u}");
+            wav += &format!("{utt} /x/{utt}.wav\n");
+            spk += &format!("{utt} spk{s:02}\n");
+            // sil (pdf 0) | a_B (pdf 1) | a_E (pdf 2) | b_S (pdf 3) | sil
+            pdf += &format!("{utt} 0 1 1 2 3 3 0\n");
+            ph += &format!("{utt} 1 2 2 3 4 4 1\n");
+        }
+    }
+    write(&data.join("wav.scp"), wav);
+    write(&data.join("utt2spk"), spk);
+    let lang = dir.join("data/lang");
+    let phones = write(
+        &lang.join("phones.txt"),
+        "<eps> 0\nSIL 1\na_B 2\na_E 3\nb_S 4\n#0 5\n",
+    );
+    write(&lang.join("phones/silence.txt"), "SIL\n");
+    let pdf = write(&dir.join("pdf_ali.txt"), pdf);
+    let ph = write(&dir.join("phone_ali.txt"), ph);
+    (data, pdf, ph, phones)
+}
+
+#[test]
+fn kaldi_senone_table_from_phone_alignments_and_a_speaker_holdout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, pdf, ph, phones) = kaldi_corpus(tmp.path());
+    let out = tmp.path().join("out");
+    let opts = KaldiOptions {
+        num_senones: Some(5),
+        phones: Some((phones.clone(), ph.clone())),
+        holdout: Some(Holdout {
+            percent: 10.0,
+            by: HoldoutBy::Speaker,
+        }),
+        ..Default::default()
+    };
+    let r = import_kaldi(&data, &pdf, &out, &opts).unwrap();
+    assert_eq!(r.num_senones, 5);
+    let spk_of = |split: &str| -> Vec<String> {
+        DataDir::read(out.join(split))
+            .unwrap()
+            .spk2utt()
+            .into_keys()
+            .collect()
+    };
+    let (train, dev, test) = (spk_of("train"), spk_of("dev"), spk_of("test"));
+    // 10% of 12 speakers, rounded up: 2 each; disjoint; all 24 utterances somewhere.
+    assert_eq!((train.len(), dev.len(), test.len()), (8, 2, 2));
+    assert!(dev.iter().chain(&test).all(|s| !train.contains(s)));
+    assert!(dev.iter().all(|s| !test.contains(s)));
+    for split in ["train", "dev", "test"] {
+        let a = read_alignments(out.join(split).join("ali.txt")).unwrap();
+        let d = DataDir::read(out.join(split)).unwrap();
+        assert_eq!(
+            a.keys().cloned().collect::<Vec<_>>(),
+            d.utt_ids(),
+            "{split}"
+        );
+    }
+    // The same split again: stable.
+    let again = tmp.path().join("again");
+    import_kaldi(&data, &pdf, &again, &opts).unwrap();
+    assert_eq!(
+        DataDir::read(again.join("test")).unwrap().utt_ids(),
+        DataDir::read(out.join("test")).unwrap().utt_ids()
+    );
+
+    // lang/: phones without position suffixes, SIL as silence, each pdf's phone, train counts.
+    let set = PhoneSet::load_dir(out.join("lang")).unwrap();
+    assert_eq!(set.phones(), ["SIL", "a", "b"]);
+    assert_eq!(set.silence_ids(), [0]);
+    let senones = read_senones(out.join("lang/senones.txt")).unwrap();
+    let got: Vec<(u32, f64)> = senones.iter().map(|s| (s.phone, s.count)).collect();
+    assert_eq!(got, [(0, 32.0), (1, 32.0), (1, 16.0), (2, 32.0), (0, 0.0)]);
+
+    // Phone alignments of other lengths, or an utterance without them, are refused.
+    let short = write(&tmp.path().join("short.txt"), "spk00-u0 1 2\n");
+    let e = import_kaldi(
+        &data,
+        &pdf,
+        &tmp.path().join("x"),
+        &KaldiOptions {
+            phones: Some((phones, short)),
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("short.txt") && e.contains("spk00-u0 has 2 frames of phones"),
+        "{e}"
+    );
+
+    // Too few speakers to hold two out: says what to do instead.
+    let few = tmp.path().join("few");
+    kaldi_dir(&few);
+    let ali = write(&tmp.path().join("few.txt"), "a1 0 0 3 3 12\nb1 7 7 7\n");
+    let e = import_kaldi(
+        &few,
+        &ali,
+        &tmp.path().join("y"),
+        &opts_holdout(HoldoutBy::Speaker),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("2 aligned speakers") && e.contains("--holdout-by utterance"),
+        "{e}"
+    );
+}
+
+fn opts_holdout(by: HoldoutBy) -> KaldiOptions {
+    KaldiOptions {
+        holdout: Some(Holdout { percent: 10.0, by }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn kaldi_import_through_the_binary_with_an_utterance_holdout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, pdf, ph, phones) = kaldi_corpus(tmp.path());
+    let out = tmp.path().join("out");
+    let bin = env!("CARGO_BIN_EXE_amdistill");
+    let o = Command::new(bin)
+        .args(["import", "kaldi"])
+        .args([&data, &pdf, &out])
+        .arg("--phones")
+        .arg(&phones)
+        .arg("--phone-ali")
+        .arg(&ph)
+        .args(["--holdout", "5", "--holdout-by", "utterance"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("senones: 4"), "{stdout}");
+    let n = |s: &str| DataDir::read(out.join(s)).unwrap().utt_ids().len();
+    assert_eq!((n("train"), n("dev"), n("test")), (20, 2, 2));
+    // The senone table makes a trainable model directory: scoring reads it back.
+    assert_eq!(read_senones(out.join("lang/senones.txt")).unwrap().len(), 4);
+
+    // --phones without --phone-ali is a usage error.
+    let o = Command::new(bin)
+        .args(["import", "kaldi"])
+        .args([&data, &pdf, &out])
+        .arg("--phones")
+        .arg(&phones)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--phone-ali"));
 }
 
 // ----------------------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use amdistill::corpus::import::{
-    import_fsdd, import_kaldi, import_labels, import_timit, FsddSplit, KaldiOptions, LabelFormat,
-    LabelImportOptions, TimitOptions, TimitPhones, FSDD_DEV_SPEAKERS, FSDD_TEST_SPEAKERS,
+    import_fsdd, import_kaldi, import_labels, import_timit, FsddSplit, Holdout, HoldoutBy,
+    KaldiOptions, LabelFormat, LabelImportOptions, TimitOptions, TimitPhones, FSDD_DEV_SPEAKERS,
+    FSDD_TEST_SPEAKERS,
 };
 use amdistill::labels::frame_labels::DEFAULT_FRAME_TOLERANCE;
 use amdistill::labels::PhoneSet;
@@ -37,7 +38,8 @@ pub enum Source {
     /// Speaker-disjoint by default: dev = yweweler, test = theo, train = george, jackson, lucas,
     /// nicolas. Text is the digit word (zero .. nine). FSDD has no phone times.
     Fsdd(FsddArgs),
-    /// A Kaldi data directory plus `ali-to-pdf ... ark,t:-` alignments (senone ids) -> OUT_DIR.
+    /// A Kaldi data directory plus `ali-to-pdf` alignments (pdf-ids, text or binary ark) ->
+    /// OUT_DIR (or OUT_DIR/{train,dev,test} with --holdout) and the senone table in OUT_DIR/lang.
     ///
     /// Writes the data directory restricted to the aligned utterances and OUT_DIR/ali.txt. An
     /// alignment of an utterance the directory lacks is an error; so are lengths that differ from
@@ -89,7 +91,8 @@ pub struct FsddArgs {
 pub struct KaldiArgs {
     /// Kaldi data directory (wav.scp, utt2spk, optional text, segments, utt2num_frames).
     pub data_dir: PathBuf,
-    /// Alignments as `ali-to-pdf final.mdl ark:ali.1 ark,t:-` prints them: `utt-id id id ...`.
+    /// Alignments as `ali-to-pdf final.mdl ARK ark,t:-` prints them (`utt-id id id ...`), or
+    /// its binary archive (`ark:-`).
     pub ali: PathBuf,
     /// Output data directory.
     pub out_dir: PathBuf,
@@ -99,6 +102,21 @@ pub struct KaldiArgs {
     /// Frames an alignment may differ from utt2num_frames.
     #[arg(long, default_value_t = DEFAULT_FRAME_TOLERANCE)]
     pub tolerance: usize,
+    /// Kaldi's data/lang/phones.txt, to name each senone's phone (with --phone-ali; silence
+    /// from phones/silence.txt beside it).
+    #[arg(long, requires = "phone_ali", value_name = "PHONES_TXT")]
+    pub phones: Option<PathBuf>,
+    /// Per-frame phone ids as `ali-to-phones --per-frame=true final.mdl ARK ark,t:-` prints
+    /// them (or its binary archive), for the same utterances as ALI.
+    #[arg(long, requires = "phones", value_name = "FILE")]
+    pub phone_ali: Option<PathBuf>,
+    /// Hold out this percentage each for OUT_DIR/dev and OUT_DIR/test (the rest is
+    /// OUT_DIR/train); 0 writes one data directory.
+    #[arg(long, default_value_t = 0.0, value_name = "PERCENT")]
+    pub holdout: f64,
+    /// Hold out whole speakers (speaker-disjoint test) or single utterances.
+    #[arg(long, default_value = "speaker", value_name = "speaker|utterance")]
+    pub holdout_by: String,
 }
 
 /// `import labels`.
@@ -164,6 +182,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let opts = KaldiOptions {
                 num_senones: a.num_senones,
                 tolerance: a.tolerance,
+                phones: a.phones.zip(a.phone_ali),
+                holdout: (a.holdout != 0.0)
+                    .then(|| -> anyhow::Result<Holdout> {
+                        Ok(Holdout {
+                            percent: a.holdout,
+                            by: a.holdout_by.parse::<HoldoutBy>()?,
+                        })
+                    })
+                    .transpose()?,
             };
             let result =
                 import_kaldi(&a.data_dir, &a.ali, &a.out_dir, &opts).with_context(|| {

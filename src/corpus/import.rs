@@ -12,7 +12,8 @@
 //!   TEST) and `test` (the 24-speaker core test set).
 //! - [`import_fsdd`]: the Free Spoken Digit Dataset, `recordings/DIGIT_SPEAKER_INDEX.wav`,
 //!   transcripts `zero` .. `nine`, speaker-disjoint splits (no phone times exist).
-//! - [`import_kaldi`]: a Kaldi data directory plus `ali-to-pdf ... ark,t:-` alignments.
+//! - [`import_kaldi`]: a Kaldi data directory plus `ali-to-pdf` alignments (text or binary),
+//!   optionally its phones for the senone table, optionally split into train/dev/test.
 //! - [`import_labels`]: a directory of HTS / festival `.lab`, Praat `.TextGrid` or TIMIT `.PHN`
 //!   label files next to (or beside a tree of) audio files.
 
@@ -26,7 +27,9 @@ use crate::error::{Error, Result};
 use crate::labels::ctm::{write_ctm, PhoneSegment};
 use crate::labels::frame_labels::{check_frame_counts, FrameCountReport, DEFAULT_FRAME_TOLERANCE};
 use crate::labels::kaldi_ali::{max_id, read_alignments, write_alignments};
+use crate::labels::kaldi_lang::{senone_table, unknown_phone_set, KaldiPhones, PhoneAlignments};
 use crate::labels::phones::{fold_61_to_48, fold_to_39, PhoneSet};
+use crate::labels::tree::write_senone_table;
 use crate::labels::{hts, textgrid, timit, PhoneLabel};
 
 /// File name of the phone times in a data directory.
@@ -627,13 +630,48 @@ pub fn import_fsdd(root: &Path, out: &Path, split: &FsddSplit) -> Result<ImportS
 // ---------------------------------------------------------------------------------------------
 // Kaldi
 
+/// How [`import_kaldi`] holds out dev and test data when the corpus has no separate sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldoutBy {
+    /// Whole speakers (Kaldi's `subset_data_dir_tr_cv.sh` convention): test is speaker-disjoint.
+    Speaker,
+    /// Single utterances, for corpora with too few speakers to hold any out.
+    Utterance,
+}
+
+impl std::str::FromStr for HoldoutBy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "speaker" | "spk" => Ok(HoldoutBy::Speaker),
+            "utterance" | "utt" => Ok(HoldoutBy::Utterance),
+            _ => Err(Error::config(format!(
+                "holdout by '{s}': expected speaker or utterance"
+            ))),
+        }
+    }
+}
+
+/// Dev and test held out of one data directory: `percent` of the speakers (or utterances)
+/// each, chosen by a hash of their names so the split is stable across runs and machines.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Holdout {
+    pub percent: f64,
+    pub by: HoldoutBy,
+}
+
 /// Options of [`import_kaldi`].
 #[derive(Debug, Clone)]
 pub struct KaldiOptions {
-    /// Number of senones the ids must be below (`None`: not checked; the count is reported).
+    /// Number of senones the ids must be below (`None`: largest id + 1).
     pub num_senones: Option<usize>,
     /// Frame tolerance against the source's `utt2num_frames`, when it has one.
     pub tolerance: usize,
+    /// Kaldi's `data/lang/phones.txt` and per-frame phone alignments (`ali-to-phones
+    /// --per-frame=true`), naming each senone's phone (see [`crate::labels::kaldi_lang`]).
+    pub phones: Option<(PathBuf, PathBuf)>,
+    /// Split into `train`, `dev` and `test` (else the output is one data directory).
+    pub holdout: Option<Holdout>,
 }
 
 impl Default for KaldiOptions {
@@ -641,6 +679,8 @@ impl Default for KaldiOptions {
         KaldiOptions {
             num_senones: None,
             tolerance: DEFAULT_FRAME_TOLERANCE,
+            phones: None,
+            holdout: None,
         }
     }
 }
@@ -649,7 +689,7 @@ impl Default for KaldiOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct KaldiImport {
     pub summary: ImportSummary,
-    /// Largest id + 1.
+    /// Senones of the table written (`--num-senones`, else the largest id + 1).
     pub num_senones: usize,
     /// Utterances of the data directory without an alignment (left out of the output).
     pub unaligned: Vec<String>,
@@ -657,9 +697,14 @@ pub struct KaldiImport {
     pub frame_check: Option<FrameCountReport>,
 }
 
-/// Imports a Kaldi data directory with its alignments (`ali-to-pdf ... ark,t:-` text, already
-/// senone ids) into `out`: the data directory restricted to the aligned utterances, and
-/// `ali.txt`. An alignment for an utterance the directory lacks, an id at or above
+/// Name of the directory [`import_kaldi`] writes the senone table and phone set into.
+pub const KALDI_LANG_DIR: &str = "lang";
+
+/// Imports a Kaldi data directory with its pdf-id alignments (`ali-to-pdf ...`, text or
+/// binary archive) into `out`: the data directory restricted to the aligned utterances with
+/// `ali.txt` (or, with a holdout, `out/{train,dev,test}` each with its `ali.txt`), and
+/// `out/lang/` holding `senones.txt` (frame counts from train), `phones.txt` and
+/// `phone_classes.txt`. An alignment for an utterance the directory lacks, an id at or above
 /// `num_senones`, or (when the source has `utt2num_frames`) a length off by more than the
 /// tolerance is an error.
 pub fn import_kaldi(
@@ -700,28 +745,8 @@ pub fn import_kaldi(
             )));
         }
     }
-    let frames_path = data_dir.join("utt2num_frames");
-    let frame_check = if frames_path.exists() {
-        let mut frames = BTreeMap::new();
-        for (utt, v) in read_map(&frames_path)? {
-            let n: usize = v.parse().map_err(|_| {
-                Error::parse(
-                    &frames_path,
-                    0,
-                    format!("utterance {utt}: bad frame count '{v}'"),
-                )
-            })?;
-            frames.insert(utt, n);
-        }
-        let lengths: BTreeMap<String, usize> = alignments
-            .iter()
-            .map(|(u, v)| (u.clone(), v.len()))
-            .collect();
-        let report = check_frame_counts(&lengths, &frames, opts.tolerance).into_result()?;
-        Some(report)
-    } else {
-        None
-    };
+    let num_senones = opts.num_senones.unwrap_or(top as usize + 1);
+    let frame_check = check_kaldi_frames(data_dir, &alignments, opts.tolerance)?;
     let unaligned: Vec<String> = data
         .utt2spk
         .keys()
@@ -730,19 +755,102 @@ pub fn import_kaldi(
         .collect();
     let keep: BTreeSet<String> = alignments.keys().cloned().collect();
     data.retain_utts(&keep);
-    data.write(out)?;
-    write_alignments(out.join(ALI_TXT), &alignments)?;
+
+    let splits: Vec<(String, BTreeSet<String>)> = match &opts.holdout {
+        Some(h) => holdout_splits(&data, h, data_dir)?,
+        None => vec![(String::new(), keep)],
+    };
+    let kaldi_phones = match &opts.phones {
+        Some((table, phone_ali)) => Some((
+            KaldiPhones::read(table)?,
+            phone_ali.as_path(),
+            read_alignments(phone_ali)?,
+        )),
+        None => None,
+    };
+    // Senone priors (the counts) come from the training data only.
+    let train_utts = &splits[0].1;
+    let train_ali: BTreeMap<String, Vec<u32>> = alignments
+        .iter()
+        .filter(|(u, _)| train_utts.contains(*u))
+        .map(|(u, v)| (u.clone(), v.clone()))
+        .collect();
+    let (senones, phone_set) = match &kaldi_phones {
+        Some((k, path, phone_ali)) => {
+            let pa = PhoneAlignments {
+                path,
+                alignments: phone_ali,
+                phones: k,
+            };
+            // Every utterance (held-out ones too) must have its phones, or scoring breaks later.
+            senone_table(&alignments, Some(&pa), num_senones)?;
+            (
+                senone_table(&train_ali, Some(&pa), num_senones)?,
+                k.set.clone(),
+            )
+        }
+        None => (
+            senone_table(&train_ali, None, num_senones)?,
+            unknown_phone_set(),
+        ),
+    };
+
     let mut summary = ImportSummary::default();
-    summary.splits.push(SplitSummary {
-        name: out
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        dir: out.to_path_buf(),
-        utterances: data.utt2spk.len(),
-        speakers: data.spk2utt().len(),
-        phone_segments: 0,
-    });
+    for (name, utts) in &splits {
+        let dir = if name.is_empty() {
+            out.to_path_buf()
+        } else {
+            out.join(name)
+        };
+        let mut split = data.clone();
+        split.retain_utts(utts);
+        split.write(&dir)?;
+        let split_ali: BTreeMap<String, Vec<u32>> = alignments
+            .iter()
+            .filter(|(u, _)| utts.contains(*u))
+            .map(|(u, v)| (u.clone(), v.clone()))
+            .collect();
+        write_alignments(dir.join(ALI_TXT), &split_ali)?;
+        summary.splits.push(SplitSummary {
+            name: if name.is_empty() {
+                out.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            } else {
+                name.clone()
+            },
+            dir,
+            utterances: split.utt2spk.len(),
+            speakers: split.spk2utt().len(),
+            phone_segments: 0,
+        });
+    }
+    let lang = out.join(KALDI_LANG_DIR);
+    std::fs::create_dir_all(&lang).map_err(|e| Error::io(&lang, e))?;
+    phone_set.save(&lang)?;
+    write_senone_table(lang.join("senones.txt"), &senones)?;
+    let unseen = senones.iter().filter(|s| s.count == 0.0).count();
+    summary.notes.push(format!(
+        "{}: {num_senones} senones ({unseen} without training frames), {} phones{}",
+        lang.display(),
+        phone_set.len(),
+        if kaldi_phones.is_none() {
+            " (no phone alignments: every senone is phone 'unk')"
+        } else {
+            ""
+        }
+    ));
+    if let Some(h) = &opts.holdout {
+        summary.notes.push(format!(
+            "held out {}% of the {} for dev and {}% for test",
+            h.percent,
+            match h.by {
+                HoldoutBy::Speaker => "speakers",
+                HoldoutBy::Utterance => "utterances",
+            },
+            h.percent
+        ));
+    }
     if !unaligned.is_empty() {
         summary.notes.push(format!(
             "{} utterances without an alignment left out",
@@ -751,10 +859,103 @@ pub fn import_kaldi(
     }
     Ok(KaldiImport {
         summary,
-        num_senones: opts.num_senones.unwrap_or(top as usize + 1),
+        num_senones,
         unaligned,
         frame_check,
     })
+}
+
+/// Alignment lengths against `utt2num_frames` when the data directory has one.
+fn check_kaldi_frames(
+    data_dir: &Path,
+    alignments: &BTreeMap<String, Vec<u32>>,
+    tolerance: usize,
+) -> Result<Option<FrameCountReport>> {
+    let frames_path = data_dir.join("utt2num_frames");
+    if !frames_path.exists() {
+        return Ok(None);
+    }
+    let mut frames = BTreeMap::new();
+    for (utt, v) in read_map(&frames_path)? {
+        let n: usize = v.parse().map_err(|_| {
+            Error::parse(
+                &frames_path,
+                0,
+                format!("utterance {utt}: bad frame count '{v}'"),
+            )
+        })?;
+        frames.insert(utt, n);
+    }
+    let lengths: BTreeMap<String, usize> = alignments
+        .iter()
+        .map(|(u, v)| (u.clone(), v.len()))
+        .collect();
+    Ok(Some(
+        check_frame_counts(&lengths, &frames, tolerance).into_result()?,
+    ))
+}
+
+/// 64-bit FNV-1a of a name: the stable order in which holdouts pick speakers or utterances.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// `[("train", ..), ("dev", ..), ("test", ..)]` utterance sets: the first `percent` of the
+/// units (speakers or utterances) in hash order go to dev, the next to test (at least one
+/// each), the rest to train.
+fn holdout_splits(
+    data: &DataDir,
+    h: &Holdout,
+    data_dir: &Path,
+) -> Result<Vec<(String, BTreeSet<String>)>> {
+    if !(h.percent > 0.0 && h.percent < 50.0) {
+        return Err(Error::config(format!(
+            "holdout {}%: expected more than 0 and less than 50 (dev and test get that much each)",
+            h.percent
+        )));
+    }
+    let units: BTreeMap<String, Vec<String>> = match h.by {
+        HoldoutBy::Speaker => data.spk2utt(),
+        HoldoutBy::Utterance => data
+            .utt2spk
+            .keys()
+            .map(|u| (u.clone(), vec![u.clone()]))
+            .collect(),
+    };
+    let what = match h.by {
+        HoldoutBy::Speaker => "speakers",
+        HoldoutBy::Utterance => "utterances",
+    };
+    if units.len() < 3 {
+        return Err(Error::config(format!(
+            "{}: {} aligned {what}, too few to hold out dev and test{}",
+            data_dir.display(),
+            units.len(),
+            if h.by == HoldoutBy::Speaker {
+                " (hold out utterances instead: --holdout-by utterance)"
+            } else {
+                ""
+            }
+        )));
+    }
+    let mut order: Vec<&String> = units.keys().collect();
+    order.sort_by_key(|u| (name_hash(u), u.as_str()));
+    let each = ((units.len() as f64 * h.percent / 100.0).ceil() as usize)
+        .max(1)
+        .min((units.len() - 1) / 2);
+    let pick = |range: std::ops::Range<usize>| -> BTreeSet<String> {
+        order[range]
+            .iter()
+            .flat_map(|u| units[*u].iter().cloned())
+            .collect()
+    };
+    Ok(vec![
+        ("train".to_string(), pick(2 * each..order.len())),
+        ("dev".to_string(), pick(0..each)),
+        ("test".to_string(), pick(each..2 * each)),
+    ])
 }
 
 // ---------------------------------------------------------------------------------------------

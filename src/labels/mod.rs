@@ -10,6 +10,7 @@ pub mod ctm;
 pub mod frame_labels;
 pub mod hts;
 pub mod kaldi_ali;
+pub mod kaldi_lang;
 pub mod phones;
 pub mod senone_pipeline;
 pub mod soft_targets;

@@ -1032,21 +1032,26 @@ impl SenoneTree {
 
     /// Writes `senones.txt`: `senone phone state count contexts`, one line per senone.
     pub fn write_senones(&self, path: impl AsRef<Path>) -> Result<()> {
-        write_atomic(path, |w| {
+        write_senone_table(path, &self.senones)
+    }
+}
+
+/// Writes a senone table as `senones.txt` (what [`read_senones`] reads), atomically.
+pub fn write_senone_table(path: impl AsRef<Path>, senones: &[SenoneInfo]) -> Result<()> {
+    write_atomic(path, |w| {
+        writeln!(
+            w,
+            "# senone phone state count contexts ('&'-joined answers from the root; * = all)"
+        )?;
+        for s in senones {
             writeln!(
                 w,
-                "# senone phone state count contexts ('&'-joined answers from the root; * = all)"
+                "{} {} {} {} {}",
+                s.senone, s.phone, s.state, s.count, s.contexts
             )?;
-            for s in &self.senones {
-                writeln!(
-                    w,
-                    "{} {} {} {} {}",
-                    s.senone, s.phone, s.state, s.count, s.contexts
-                )?;
-            }
-            Ok(())
-        })
-    }
+        }
+        Ok(())
+    })
 }
 
 /// Reads `senones.txt` as written by [`SenoneTree::write_senones`]; senone ids must be
