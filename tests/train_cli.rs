@@ -92,7 +92,8 @@ fn epoch_lines(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-const DNN: &str = "type = \"dnn\"\nhidden = 64\nlayers = 2\nsplice = 2";
+// With dropout, so that the exact-resume and rerun checks also cover its masks (seeded).
+const DNN: &str = "type = \"dnn\"\nhidden = 64\nlayers = 2\nsplice = 2\ndropout = 0.1";
 const LOOP: &str = "[train]\nepochs = 3\ncheckpoint_every = 5\nlog_every = 5\npatience = 0\n[optim]\nwarmup_steps = 5\n[loader]\nbatch_frames = 256\nchunk_frames = 8";
 
 #[test]

@@ -90,8 +90,12 @@ impl std::fmt::Display for ImportSummary {
             }
             write!(
                 f,
-                "{}: {} utterances, {} speakers",
-                s.name, s.utterances, s.speakers
+                "{}: {} utterance{}, {} speaker{}",
+                s.name,
+                s.utterances,
+                if s.utterances == 1 { "" } else { "s" },
+                s.speakers,
+                if s.speakers == 1 { "" } else { "s" }
             )?;
             if s.phone_segments > 0 {
                 write!(f, ", {} phone segments", s.phone_segments)?;

@@ -3,11 +3,12 @@
 //! layer norm), dropout, and a linear output layer.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Dropout, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
     apply_dropout, check_input, check_positive, check_rate, dropout, splice, Cost, NormLayer,
+    SeededDropout,
 };
 use super::{AcousticModel, Context};
 use crate::nn::{linear, Linear};
@@ -117,7 +118,7 @@ pub(crate) struct Dnn {
     ctx: Context,
     hidden: Vec<(Linear, Option<NormLayer>)>,
     output: Linear,
-    dropout: Option<Dropout>,
+    dropout: Option<SeededDropout>,
 }
 
 impl Dnn {

@@ -2,7 +2,7 @@
 //! `[batch, frames, dim]`, input checks and the analytic cost counter.
 
 use candle_core::{bail, Module, ModuleT, Result, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, Dropout, LayerNorm, VarBuilder};
+use candle_nn::{BatchNorm, BatchNormConfig, LayerNorm, VarBuilder};
 
 use super::Context;
 
@@ -144,15 +144,52 @@ impl NormLayer {
     }
 }
 
+/// Inverted dropout whose masks come from a seeded generator (candle's own dropout draws from
+/// an unseeded one, so two runs of one configuration trained different models). The trainer
+/// reseeds with [`seed_dropout`] before every step, so the masks depend only on (seed, step)
+/// and the order of the layers: a rerun, or a resume from a checkpoint, draws the same ones.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SeededDropout {
+    p: f32,
+}
+
+thread_local! {
+    static DROPOUT_RNG: std::cell::RefCell<rand_chacha::ChaCha8Rng> =
+        std::cell::RefCell::new(rand::SeedableRng::seed_from_u64(0));
+}
+
+/// Reseeds this thread's dropout masks for training step `step` of a run seeded `seed`.
+pub fn seed_dropout(seed: u64, step: u64) {
+    let mixed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ step.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    DROPOUT_RNG.with(|r| *r.borrow_mut() = rand::SeedableRng::seed_from_u64(mixed));
+}
+
+impl SeededDropout {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        use rand::Rng;
+        let keep = 1.0 - self.p;
+        let scale = 1.0 / keep;
+        let n = xs.elem_count();
+        let mask: Vec<f32> = DROPOUT_RNG.with(|r| {
+            let mut r = r.borrow_mut();
+            (0..n)
+                .map(|_| if r.gen::<f32>() < keep { scale } else { 0.0 })
+                .collect()
+        });
+        let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
+        xs * mask
+    }
+}
+
 /// Dropout with rate `p`; `None` when `p == 0` so inference and p = 0 training skip it.
-pub(crate) fn dropout(p: f64) -> Option<Dropout> {
-    (p > 0.0).then(|| Dropout::new(p as f32))
+pub(crate) fn dropout(p: f64) -> Option<SeededDropout> {
+    (p > 0.0).then_some(SeededDropout { p: p as f32 })
 }
 
 /// Applies `d` when training.
-pub(crate) fn apply_dropout(d: &Option<Dropout>, xs: Tensor, train: bool) -> Result<Tensor> {
+pub(crate) fn apply_dropout(d: &Option<SeededDropout>, xs: Tensor, train: bool) -> Result<Tensor> {
     match d {
-        Some(d) if train => d.forward_t(&xs, true),
+        Some(d) if train => d.forward(&xs),
         _ => Ok(xs),
     }
 }

@@ -14,10 +14,12 @@
 //! from the output, so that chunked training gives a bidirectional model some context.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Dropout, Init, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::layers::{apply_dropout, check_input, check_positive, check_rate, dropout, Cost};
+use super::layers::{
+    apply_dropout, check_input, check_positive, check_rate, dropout, Cost, SeededDropout,
+};
 use super::{AcousticModel, Context};
 use crate::nn::{linear, Linear};
 
@@ -206,7 +208,7 @@ pub(crate) struct Lstm {
     ctx: Context,
     layers: Vec<Vec<Direction>>,
     output: Linear,
-    dropout: Option<Dropout>,
+    dropout: Option<SeededDropout>,
 }
 
 impl Lstm {

@@ -47,6 +47,7 @@ mod tests;
 
 pub use candle_core::Tensor;
 pub use dnn::{DnnConfig, Norm};
+pub use layers::seed_dropout;
 pub use lstm::LstmConfig;
 pub use tdnn::TdnnConfig;
 pub use tdnnf::{constrain_orthonormal, TdnnfConfig};

@@ -9,12 +9,12 @@
 //! transposes it needs), forward + backward 52 ms against 66 ms; training dominates, so splice.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Dropout, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
     apply_dropout, check_input, check_offsets, check_positive, check_rate, dropout, extent, splice,
-    Cost, NormLayer,
+    Cost, NormLayer, SeededDropout,
 };
 use super::{AcousticModel, Context};
 use crate::nn::{linear, Linear};
@@ -112,7 +112,7 @@ pub(crate) struct Tdnn {
     ctx: Context,
     layers: Vec<TdnnLayer>,
     output: Linear,
-    dropout: Option<Dropout>,
+    dropout: Option<SeededDropout>,
 }
 
 impl Tdnn {

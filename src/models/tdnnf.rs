@@ -16,12 +16,12 @@
 //! `orthonormal_every` optimiser steps (Kaldi: at random, one step in four).
 
 use candle_core::{DType, Module, Result, Tensor, Var};
-use candle_nn::{Dropout, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
     apply_dropout, check_input, check_offsets, check_positive, check_rate, dropout, extent, splice,
-    Cost, NormLayer,
+    Cost, NormLayer, SeededDropout,
 };
 use super::{AcousticModel, Context};
 use crate::nn::{linear, Linear};
@@ -235,7 +235,7 @@ pub(crate) struct Tdnnf {
     prefinal: Option<Constrained>,
     output: Linear,
     bypass_scale: f64,
-    dropout: Option<Dropout>,
+    dropout: Option<SeededDropout>,
     orthonormal_every: u64,
 }
 

@@ -279,6 +279,8 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
             let batch = batch?;
             let lr = schedule.at(progress.step);
             opt.set_lr(lr);
+            // Dropout masks from (seed, step): reruns and resumes draw the same ones.
+            crate::models::seed_dropout(cfg.train.seed, progress.step);
             let out_step = train_step(
                 model.as_ref(),
                 &batch,
