@@ -2,10 +2,12 @@
 # after utils.sh; bash only). Each is a function for run_stage:
 #   stage_validate      validate-data-dir on $splits
 #   stage_features      conf/fbank.conf features + per-speaker CMVN stats -> $data/fbank/<split>
+#                       ($nj shards through cmd.sh's $launcher when nj > 1)
 #   stage_alignments    make-alignments with $exp/tree    -> $exp/ali/<split>/ali.txt
 #                       (phone times: $ctm_dir/<split>/phones.ctm when set, else the store's)
 #   stage_teacher       train conf/teacher.toml           -> $exp/teacher
 #   stage_soft_targets  teacher's top-10 logits on train  -> $exp/teacher/targets_train
+#                       ($nj shards, as stage_features)
 #   stage_student_hard  train conf/student_hard.toml      -> $exp/student_hard
 #   stage_student_kd    train conf/student_kd.toml on the soft targets -> $exp/student_kd
 #   stage_score         score the three on $test_splits   -> $exp/scores/<split>/<model>.json
@@ -17,13 +19,21 @@
 # ali/<split>/ali.txt), splits (every split), test_splits, ctm_dir (may be empty), teacher_opts and student_opts (extra `train` options, may
 # be empty), stream_data (a data directory whose first two recordings are streamed).
 
+_common="$(dirname "${BASH_SOURCE[0]}")"
+. "$_common/cmd.sh"
+. "$_common/launcher.sh"
+
 stage_validate() {
   for s in $splits; do "$amdistill" validate-data-dir "$data/$s"; done
 }
 
 stage_features() {
   for s in $splits; do
-    "$amdistill" compute-fbank --config=conf/fbank.conf "$data/$s" "$data/fbank/$s" 2>&1 | tee "$exp/log/fbank_$s.log"
+    if [ "$nj" -gt 1 ]; then
+      run_sharded "$nj" "$exp/log/fbank_$s" "$amdistill" compute-fbank --config=conf/fbank.conf "$data/$s" "$data/fbank/$s"
+    else
+      "$amdistill" compute-fbank --config=conf/fbank.conf "$data/$s" "$data/fbank/$s" 2>&1 | tee "$exp/log/fbank_$s.log"
+    fi
     "$amdistill" compute-cmvn --per spk "$data/fbank/$s" 2>&1 | tee -a "$exp/log/fbank_$s.log"
   done
 }
@@ -50,8 +60,13 @@ stage_teacher() {
 }
 
 stage_soft_targets() {
-  "$amdistill" dump-posteriors "$exp/teacher" "$data/fbank/train" "$exp/teacher/targets_train" --top-k 10 \
-    2>&1 | tee "$exp/log/dump_posteriors.log"
+  if [ "$nj" -gt 1 ]; then
+    run_sharded "$nj" "$exp/log/dump_posteriors" \
+      "$amdistill" dump-posteriors "$exp/teacher" "$data/fbank/train" "$exp/teacher/targets_train" --top-k 10
+  else
+    "$amdistill" dump-posteriors "$exp/teacher" "$data/fbank/train" "$exp/teacher/targets_train" --top-k 10 \
+      2>&1 | tee "$exp/log/dump_posteriors.log"
+  fi
 }
 
 stage_student_hard() {
