@@ -9,7 +9,7 @@
 //!   `Streamer` in 160-sample (10 ms) chunks, fbank included.
 //!
 //! ```text
-//! cargo bench --bench runtime -- [--seconds 8] [--rows stream,batch,batch2,rtf] [--onnx-dir DIR]
+//! cargo bench --bench runtime -- [--seconds 8] [--rows stream,batch,batch2,membw,rtf] [--onnx-dir DIR]
 //! ```
 //!
 //! Random weights (seeded) with the real shapes: speed does not depend on their values.
@@ -128,6 +128,22 @@ fn rtf(rt: &Arc<Runtime>, seconds: f64) -> f64 {
     1.0 / (utts_per_s * audio_s)
 }
 
+/// Bytes/s one thread reads from a buffer of `bytes`, streamed over and over (the buffer stays
+/// in whichever cache level it fits): the ceiling of one-frame streaming, which reads every
+/// weight once per frame. Sums into 64 independent lanes so the loop is load-bound.
+fn read_bandwidth(bytes: usize, seconds: f64) -> f64 {
+    let buf: Vec<f32> = (0..bytes / 4).map(|i| (i % 7) as f32).collect();
+    best_rate(seconds, bytes as f64, || {
+        let mut acc = [0f32; 64];
+        for chunk in buf.chunks_exact(64) {
+            for (a, x) in acc.iter_mut().zip(chunk) {
+                *a += *x;
+            }
+        }
+        std::hint::black_box(acc);
+    })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let opt = |name: &str| {
@@ -136,7 +152,7 @@ fn main() {
             .and_then(|i| args.get(i + 1))
     };
     let seconds: f64 = opt("--seconds").map_or(8.0, |s| s.parse().expect("--seconds N"));
-    let rows = opt("--rows").map_or("stream,batch,batch2,rtf", |s| s.as_str());
+    let rows = opt("--rows").map_or("stream,batch,batch2,membw,rtf", |s| s.as_str());
     let want = |row: &str| rows.split(',').any(|r| r == row);
     let g = student();
     let g8 = quantize(&g);
@@ -190,6 +206,19 @@ fn main() {
             batch_rate(&int8, seconds, 2),
             ORT_B512.1,
         );
+    }
+    if want("membw") {
+        // fp32 streaming reads the weights once per frame: frames/s <= bandwidth / weight bytes.
+        let weights = 4 * (880 * 256 + 2 * 256 * 256 + 256 * SENONES + 3 * 256 + SENONES);
+        for (what, bytes) in [("L2-sized (0.5 MB)", 1 << 19), ("fp32 weights", weights)] {
+            let bw = read_bandwidth(bytes, seconds / 2.0);
+            println!(
+                "read bandwidth, 1 thread, {what} {:.2} MB: {:.1} GB/s = {:.0} weight passes/s of the fp32 student",
+                bytes as f64 / 1e6,
+                bw / 1e9,
+                bw / weights as f64
+            );
+        }
     }
     if !want("rtf") {
         return;

@@ -2,7 +2,9 @@
 # amdistill on an existing Kaldi experiment: a data directory and its pdf-id alignments ->
 # teacher, hard-label and KD students, the int8 export and the comparison table.
 #
-# Needs:  DATA_DIR, a Kaldi data directory (wav.scp, utt2spk; segments and text optional);
+# Needs:  DATA_DIR, a Kaldi data directory (wav.scp, utt2spk; segments and text optional;
+#         wav.scp pipe commands such as `sph2pipe -f wav x.sph |` are run once, into WAVs
+#         under data/source/wav, by local/materialise_pipes.sh);
 #         ALI, its pdf-id alignments, text or binary, from the alignment directory:
 #           ali-to-pdf exp/tri3_ali/final.mdl "ark:gunzip -c exp/tri3_ali/ali.*.gz|" ark:pdf_ali.ark
 #         optionally, for each senone's phone (per-phone scores, accuracy without silence):
@@ -80,8 +82,15 @@ log "building amdistill (cargo build --release)"
 (cd "$root" && cargo build --release --quiet)
 
 import() {
-  "$amdistill" import kaldi "$kaldi_data" "$kaldi_ali" "$data" "${phone_opts[@]}" "${senone_opts[@]}" \
-    --holdout "$holdout" --holdout-by "$holdout_by" 2>&1 | tee "$exp/log/import.log"
+  local src="$kaldi_data"
+  : > "$exp/log/import.log"
+  # Pipe commands in wav.scp (sph2pipe, sox) become WAV files first: amdistill reads files.
+  if grep -qE '\|[[:space:]]*$' "$kaldi_data/wav.scp"; then
+    local/materialise_pipes.sh "$kaldi_data" "$data/source" "$data/source/wav" 2>&1 | tee "$exp/log/import.log"
+    src="$data/source"
+  fi
+  "$amdistill" import kaldi "$src" "$kaldi_ali" "$data" "${phone_opts[@]}" "${senone_opts[@]}" \
+    --holdout "$holdout" --holdout-by "$holdout_by" 2>&1 | tee -a "$exp/log/import.log"
 }
 run_stage 1 "import $kaldi_data with $kaldi_ali (dev, test: $holdout% of the ${holdout_by}s each)" import
 

@@ -8,7 +8,8 @@ Reads DATA_ROOT/<split>/{wav.scp,utt2spk,text} (16 kHz WAV), EXP_DIR/ali/<split>
 (senone ids, snip-edges=false frames) and EXP_DIR/tree/{senones.txt,phones.txt}; SPLITs
 default to train dev test. Writes what a Kaldi user has after `steps/align_si.sh`:
 
-    OUT_DIR/data/train/       wav.scp utt2spk spk2utt text utt2num_frames (all SPLITs merged)
+    OUT_DIR/data/train/       wav.scp utt2spk spk2utt text utt2num_frames (all SPLITs merged;
+                              every third wav.scp entry a `sox FILE -t wav - |` pipe)
     OUT_DIR/data/lang/        phones.txt (position-dependent, <eps> and #0 #1, as
                               utils/prepare_lang.sh writes it) and phones/silence.txt
     OUT_DIR/pdf_ali.ark       binary, as `ali-to-pdf final.mdl ARK ark:-` writes it
@@ -90,7 +91,10 @@ def main():
                 suffix = "_S" if before and after else "_B" if before else "_E" if after else "_I"
                 pos.append(kid[p + suffix])
             pdf_ali[utt], phone_ali[utt] = pdf, pos
-            rows["wav.scp"][utt] = wavs[utt]
+            # Every third recording as a pipe command, as Kaldi's TIMIT/WSJ recipes write
+            # them (`sph2pipe -f wav x.sph |`): the recipe must run it.
+            piped = len(pdf_ali) % 3 == 0
+            rows["wav.scp"][utt] = f"sox {wavs[utt]} -t wav - |" if piped else wavs[utt]
             rows["utt2spk"][utt] = spk[utt]
             rows["text"][utt] = text.get(utt, "")
             rows["utt2num_frames"][utt] = str(frames)
