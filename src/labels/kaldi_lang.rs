@@ -63,8 +63,8 @@ impl KaldiPhones {
             let [symbol, id] = f[..] else {
                 return Err(Error::parse(path, i + 1, "expected 'symbol id'"));
             };
-            let id: usize = id
-                .parse()
+            // Ids must be 0, 1, 2 ... in order: the id is then the index into by_kaldi_id.
+            id.parse()
                 .ok()
                 .filter(|&n: &usize| n == by_kaldi_id.len())
                 .ok_or_else(|| {
@@ -77,7 +77,6 @@ impl KaldiPhones {
                         ),
                     )
                 })?;
-            debug_assert_eq!(id, by_kaldi_id.len());
             if symbol == "<eps>" || symbol.starts_with('#') {
                 by_kaldi_id.push(None);
                 continue;
