@@ -40,15 +40,21 @@ impl AtomicFile {
         &self.target
     }
 
-    /// Flushes, syncs and renames the temporary over the target.
+    /// Flushes, syncs and renames the temporary over the target. On failure (a full disk
+    /// shows here, when the buffer is flushed) the temporary is removed.
     pub fn commit(mut self) -> Result<()> {
         let writer = self.writer.take().expect("writer present until commit");
-        let file = writer
+        let result = writer
             .into_inner()
-            .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
-        drop(file);
-        std::fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))
+            .map_err(|e| Error::io(&self.tmp, e.into_error()))
+            .and_then(|file| file.sync_all().map_err(|e| Error::io(&self.tmp, e)))
+            .and_then(|()| {
+                std::fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))
+            });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        result
     }
 }
 

@@ -2389,3 +2389,260 @@ fn feature_store_directories() {
         Ok(())
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Training configurations, model directories, checkpoints and bundles
+
+#[path = "common/export_fixture.rs"]
+mod export_fixture;
+
+/// A training configuration with every section, as a recipe writes one.
+const TRAIN_TOML: &str = "[data]\ntrain = \"feats/train\"\ntrain_ali = \"ali/train.txt\"\n\
+valid = \"feats/dev\"\nvalid_ali = \"ali/dev.txt\"\nsenones = \"tree/senones.txt\"\ncmvn = \"spk\"\n\n\
+[model]\ntype = \"dnn\"\nhidden = 768\nlayers = 4\nsplice = 5\ndropout = 0.1\n\n\
+[optim]\nlr = 0.002\nwarmup_steps = 300\nlabel_smoothing = 0.1\n\n\
+[train]\nepochs = 4\nseed = 3\ncheckpoint_every = 500\npatience = 2\n\n\
+[loader]\nbatch_frames = 4096\nchunk_frames = 64\nmemory_limit_mb = 512\n\n\
+[kd]\ntargets = \"exp/targets\"\ntemperature = 2.0\nalpha = 0.5\n";
+
+/// `TrainConfig::parse` on mutated and grammar-made TOML with `--set` overrides: no panic, and
+/// an accepted configuration describes a model whose size can be computed without overflow
+/// and stays under the limit every model loader enforces.
+#[test]
+fn training_config_files() {
+    use amdistill::models::MAX_PARAMS;
+    use amdistill::train::config::TrainConfig;
+    let vocab = [
+        "[data]",
+        "[model]",
+        "[optim]",
+        "[train]",
+        "[loader]",
+        "[kd]",
+        "type",
+        "=",
+        "\"dnn\"",
+        "\"tdnn\"",
+        "\"tdnnf\"",
+        "\"lstm\"",
+        "hidden",
+        "layers",
+        "splice",
+        "dim",
+        "bottleneck",
+        "cell",
+        "lr",
+        "epochs",
+        "batch_frames",
+        "chunk_frames",
+        "temperature",
+        "alpha",
+        "true",
+        "[1, 2]",
+        "\"x\"",
+        "1",
+        "0",
+        "-1",
+        "4294967296",
+        "1e308",
+        "nan",
+        "inf",
+    ];
+    let overrides = prop::collection::vec(
+        (
+            prop::sample::select(vec![
+                "model.hidden",
+                "model.layers",
+                "model.splice",
+                "model.dim",
+                "model.type",
+                "optim.lr",
+                "train.epochs",
+                "loader.batch_frames",
+                "kd.temperature",
+                "kd.alpha",
+                "x",
+                "model",
+                "model.hidden.deep",
+                "",
+            ]),
+            prop_oneof![
+                hostile_token(),
+                prop::sample::select(vec![
+                    "2".to_string(),
+                    "0.5".to_string(),
+                    "\"lstm\"".to_string(),
+                    "65536".to_string(),
+                    "1048576".to_string(),
+                    "[1]".to_string(),
+                    "{a = 1}".to_string(),
+                ])
+            ],
+        )
+            .prop_map(|(k, v)| format!("{k}={v}")),
+        0..3,
+    );
+    let input = (
+        prop_oneof![
+            3 => mutated_text(TRAIN_TOML),
+            1 => text_file(&vocab, 4, 12),
+        ],
+        overrides,
+    );
+    fuzz("training_config_files", input, |(bytes, overrides)| {
+        let text = String::from_utf8_lossy(&bytes);
+        let size = bytes.len() + overrides.iter().map(String::len).sum::<usize>();
+        let parsed = guarded("TrainConfig::parse", size, || {
+            TrainConfig::parse(&text, Path::new("train.toml"), &overrides)
+        })?;
+        if let Ok(cfg) = parsed {
+            accepted();
+            prop_assert!(cfg.optim.lr.is_finite() && cfg.optim.lr > 0.0);
+            if let Ok(n) = cfg.model.check_size(80 * 11, 2000) {
+                prop_assert!(n <= MAX_PARAMS);
+            }
+        }
+        Ok(())
+    });
+}
+
+/// A trained model directory (model.json, model.safetensors, senones.txt) with either file
+/// mutated: `TrainedModel::load` refuses it or returns a model that runs; a model.json that
+/// claims a model of 2^40 parameters is refused before anything that size is allocated.
+#[test]
+fn model_directories() {
+    use amdistill::models::{DnnConfig, ModelConfig};
+    use amdistill::train::trained::TrainedModel;
+    let tmp = tempfile::tempdir().unwrap();
+    let valid = tmp.path().join("valid");
+    let cfg = ModelConfig::Dnn(DnnConfig {
+        hidden: 16,
+        layers: 2,
+        splice: 1,
+        ..Default::default()
+    });
+    export_fixture::model_dir(&valid, &cfg, amdistill::train::config::CmvnMode::Global);
+    let json = std::fs::read(valid.join("model.json")).unwrap();
+    let weights = std::fs::read(valid.join("model.safetensors")).unwrap();
+    let dir = tmp.path().join("case");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(valid.join("senones.txt"), dir.join("senones.txt")).unwrap();
+    let json_text: &'static str =
+        Box::leak(String::from_utf8(json.clone()).unwrap().into_boxed_str());
+    let input = prop_oneof![
+        (
+            prop_oneof![mutated_text(json_text), mutated_bytes(json.clone())],
+            Just(weights.clone())
+        ),
+        (Just(json.clone()), mutated_bytes(weights.clone())),
+    ];
+    fuzz("model_directories", input, |(json, weights)| {
+        std::fs::write(dir.join("model.json"), &json).unwrap();
+        std::fs::write(dir.join("model.safetensors"), &weights).unwrap();
+        let size = json.len() + weights.len();
+        let loaded = guarded("TrainedModel::load", size, || {
+            TrainedModel::load(&dir, None, &candle_core::Device::Cpu)
+        })?;
+        if let Ok(m) = loaded {
+            accepted();
+            let feats = Matrix::from_vec(7, m.card.input_dim, vec![0.5; 7 * m.card.input_dim]);
+            let out = guarded("TrainedModel::logits", size, || m.logits(&feats))?;
+            if let Ok(l) = out {
+                prop_assert_eq!(l.len(), 7 * m.card.num_senones);
+            }
+        }
+        Ok(())
+    });
+}
+
+/// An export bundle with bundle.json or a weights file mutated (the checksum in bundle.json
+/// updated, so the weights parser itself is reached): `Bundle::load` and the fp32 and int8
+/// runtimes refuse it or run; dimensions claimed by bundle.json are never allocated unchecked.
+#[test]
+fn bundles() {
+    use amdistill::export::{export, Bundle, ExportOptions, Precision};
+    use amdistill::models::{DnnConfig, ModelConfig};
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    let cfg = ModelConfig::Dnn(DnnConfig {
+        hidden: 16,
+        layers: 2,
+        splice: 1,
+        ..Default::default()
+    });
+    export_fixture::model_dir(&model, &cfg, amdistill::train::config::CmvnMode::Global);
+    let valid = tmp.path().join("bundle");
+    let opts = ExportOptions {
+        onnx: false,
+        evaluation: None,
+    };
+    export(&model, &valid, &opts).unwrap();
+    let manifest = std::fs::read(valid.join("bundle.json")).unwrap();
+    let fp32 = std::fs::read(valid.join("model.safetensors")).unwrap();
+    let int8 = std::fs::read(valid.join("model.int8.safetensors")).unwrap();
+    let manifest_text: &'static str = Box::leak(
+        String::from_utf8(manifest.clone())
+            .unwrap()
+            .into_boxed_str(),
+    );
+    let case = tmp.path().join("case");
+    copy_dir(&valid, &case);
+    // Which file is mutated: 0 bundle.json, 1 fp32 weights, 2 int8 weights.
+    let input = prop_oneof![
+        (
+            Just(0usize),
+            prop_oneof![mutated_text(manifest_text), mutated_bytes(manifest.clone())]
+        ),
+        (Just(1usize), mutated_bytes(fp32.clone())),
+        (Just(2usize), mutated_bytes(int8.clone())),
+    ];
+    fuzz("bundles", input, |(which, bytes)| {
+        let names = ["bundle.json", "model.safetensors", "model.int8.safetensors"];
+        std::fs::write(case.join("bundle.json"), &manifest).unwrap();
+        std::fs::write(case.join(names[1]), &fp32).unwrap();
+        std::fs::write(case.join(names[2]), &int8).unwrap();
+        std::fs::write(case.join(names[which]), &bytes).unwrap();
+        if which > 0 {
+            // The checksum follows the mutation, as if the bundle had been written so.
+            let mut m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+            m["files"][names[which]]["bytes"] = bytes.len().into();
+            m["files"][names[which]]["sha256"] = sha256_hex(&bytes).into();
+            std::fs::write(case.join("bundle.json"), m.to_string()).unwrap();
+        }
+        let size = bytes.len() + manifest.len();
+        let Ok(bundle) = guarded("Bundle::load", size, || Bundle::load(&case))? else {
+            return Ok(());
+        };
+        let _ = guarded("Bundle::fbank_options", size, || bundle.fbank_options())?;
+        for precision in [Precision::Fp32, Precision::Int8] {
+            if let Ok(rt) = guarded("Bundle::runtime", size, || bundle.runtime(precision))? {
+                accepted();
+                let dim = rt.input_dim();
+                let feats = Matrix::from_vec(9, dim, vec![0.25; 9 * dim]);
+                let out = guarded("Runtime::forward_utterance", size, || {
+                    rt.forward_utterance(&feats)
+                })?;
+                if let Ok(out) = out {
+                    prop_assert_eq!(out.data.len(), 9 * rt.output_dim());
+                }
+            }
+        }
+        Ok(())
+    });
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -91,8 +91,25 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("amdistill: error: {e:#}");
+            eprintln!("amdistill: error: {}", describe(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes joined by ": ", as `{:#}` does, but without repeating a cause
+/// that the message before it already ends with (an I/O error names its path and its cause).
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

@@ -14,9 +14,10 @@ use amdistill::train::trainer::train;
 /// architecture ([model]: dnn, tdnn, tdnnf, lstm), the loader ([loader]), AdamW and its
 /// schedule ([optim]), epochs, seed, checkpoints and early stopping ([train]) and, for a
 /// student, the teacher and the distillation loss ([kd]). OUT_DIR receives model.json,
-/// model.safetensors (the best weights by validation accuracy), senones.txt, train.toml (the
-/// configuration used), metrics.jsonl and checkpoints/. With --resume, a killed run goes on
-/// from its newest checkpoint and ends with the weights an uninterrupted run would have.
+/// model.safetensors (the best weights by validation accuracy, written when training ends),
+/// senones.txt, train.toml (the configuration used), metrics.jsonl and checkpoints/. With
+/// --resume, a killed run goes on from its newest checkpoint and ends with the weights an
+/// uninterrupted run would have; without it, an earlier run in OUT_DIR is cleared first.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Training configuration (TOML; only values that differ from the defaults).

@@ -165,6 +165,17 @@ fn fold_cmvn(card: &ModelCard, graph: Graph, model_dir: &Path) -> Result<Graph> 
                     "cmvn is global but the card holds no statistics",
                 )
             })?;
+            if g.sum.len() != card.input_dim || g.sum_sq.len() != card.input_dim {
+                return Err(Error::format(
+                    model_dir.join("model.json"),
+                    format!(
+                        "CMVN statistics of {} and {} coefficients for input dimension {}",
+                        g.sum.len(),
+                        g.sum_sq.len(),
+                        card.input_dim
+                    ),
+                ));
+            }
             let (scale, shift) = cmvn_scale_shift(&g.sum, &g.sum_sq, g.count, c.norm_vars)
                 .map_err(|m| Error::format(model_dir.join("model.json"), m))?;
             graph.prepend_scale_shift("cmvn", scale, shift)
@@ -429,7 +440,22 @@ impl Bundle {
     pub fn graph(&self, precision: Precision) -> Result<Graph> {
         let name = precision.weights_file();
         let bytes = self.read_file(name)?;
-        let mut g = skeleton(self.card())?;
+        // Each parameter takes at least one byte (int8) in the file: a card claiming more
+        // than the file holds is refused before the model is built.
+        let card = self.card();
+        let params = card
+            .model
+            .check_size(card.input_dim, card.num_senones)
+            .map_err(|m| Error::format(self.dir.join(MANIFEST), m))?;
+        if params > bytes.len() as u64 {
+            return Err(Error::Mismatch(format!(
+                "{} describes {} with {params} parameters, but {name} holds {} bytes",
+                self.dir.join(MANIFEST).display(),
+                card.name,
+                bytes.len()
+            )));
+        }
+        let mut g = skeleton(card)?;
         fill_graph(&mut g, &bytes, &self.dir.join(name))?;
         let src = PathBuf::from(&self.manifest.source);
         fold_cmvn(self.card(), g, &src)

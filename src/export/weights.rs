@@ -104,7 +104,9 @@ pub fn graph_to_safetensors(graph: &Graph, metadata: BTreeMap<String, String>) -
         })
         .collect::<Result<Vec<_>>>()?;
     let meta = metadata.into_iter().collect();
-    safetensors::serialize(views, Some(meta))
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::config(format!("serialising the graph's weights: {e}")))?;
+    crate::train::checkpoint::canonical_header(bytes)
         .map_err(|e| Error::config(format!("serialising the graph's weights: {e}")))
 }
 

@@ -7,8 +7,8 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
-    apply_dropout, check_input, check_positive, check_rate, dropout, splice, Cost, NormLayer,
-    SeededDropout,
+    apply_dropout, check_at_most, check_input, check_layers, check_positive, check_rate, dropout,
+    splice, Cost, NormLayer, SeededDropout, MAX_CONTEXT,
 };
 use super::{AcousticModel, Context};
 use crate::nn::{linear, Linear};
@@ -60,7 +60,8 @@ impl DnnConfig {
 
     pub(crate) fn validate(&self) -> std::result::Result<(), String> {
         check_positive("hidden", self.hidden)?;
-        check_positive("layers", self.layers)?;
+        check_layers("layers", self.layers)?;
+        check_at_most("splice", self.splice, MAX_CONTEXT)?;
         check_rate("dropout", self.dropout)
     }
 
@@ -99,7 +100,7 @@ impl DnnConfig {
     }
 
     pub(crate) fn cost(&self, input_dim: usize, num_senones: usize, c: &mut Cost) {
-        let mut d = (2 * self.splice + 1) * input_dim;
+        let mut d = (2 * self.splice + 1).saturating_mul(input_dim);
         for _ in 0..self.layers {
             c.linear(d, self.hidden, true);
             if self.norm != Norm::None {

@@ -20,13 +20,18 @@ pub(crate) struct Cost {
 
 impl Cost {
     /// A fully connected layer `in_dim -> out_dim` applied once per output frame.
+    /// (Saturating: the size of a corrupt configuration is computed to be refused.)
     pub fn linear(&mut self, in_dim: usize, out_dim: usize, bias: bool) {
-        self.params += in_dim * out_dim + if bias { out_dim } else { 0 };
-        self.macs += in_dim * out_dim;
+        let weights = in_dim.saturating_mul(out_dim);
+        self.params =
+            self.params
+                .saturating_add(weights)
+                .saturating_add(if bias { out_dim } else { 0 });
+        self.macs = self.macs.saturating_add(weights);
     }
     /// A batch or layer norm over `dim` features: scale and shift.
     pub fn norm(&mut self, dim: usize) {
-        self.params += 2 * dim;
+        self.params = self.params.saturating_add(dim.saturating_mul(2));
     }
 }
 
@@ -203,13 +208,36 @@ pub(crate) fn check_rate(key: &str, p: f64) -> std::result::Result<(), String> {
     }
 }
 
-/// `Err` naming `key` when `v == 0`.
+/// The largest width of any layer (and any other size of a configuration): a model.json or
+/// TOML claiming more is corrupt or a typo, and is refused before anything is allocated.
+pub const MAX_DIM: usize = 1 << 20;
+/// The most layers of any model.
+pub const MAX_LAYERS: usize = 1000;
+/// The largest frame offset of a splice, and the most context frames on either side.
+pub const MAX_CONTEXT: usize = 1000;
+
+/// `Err` naming `key` unless `1 <= v <= MAX_DIM`.
 pub(crate) fn check_positive(key: &str, v: usize) -> std::result::Result<(), String> {
     if v == 0 {
         Err(format!("{key} must be positive"))
     } else {
+        check_at_most(key, v, MAX_DIM)
+    }
+}
+
+/// `Err` naming `key` when `v > max`.
+pub(crate) fn check_at_most(key: &str, v: usize, max: usize) -> std::result::Result<(), String> {
+    if v > max {
+        Err(format!("{key} = {v} is over the limit of {max}"))
+    } else {
         Ok(())
     }
+}
+
+/// `Err` naming `key` unless `1 <= v <= MAX_LAYERS`.
+pub(crate) fn check_layers(key: &str, v: usize) -> std::result::Result<(), String> {
+    check_positive(key, v)?;
+    check_at_most(key, v, MAX_LAYERS)
 }
 
 /// `Err` unless `offsets` is non-empty and strictly increasing.
@@ -219,6 +247,14 @@ pub(crate) fn check_offsets(key: &str, offsets: &[i32]) -> std::result::Result<(
     }
     if offsets.windows(2).any(|w| w[0] >= w[1]) {
         return Err(format!("{key} = {offsets:?} must be strictly increasing"));
+    }
+    if let Some(o) = offsets
+        .iter()
+        .find(|o| o.unsigned_abs() as usize > MAX_CONTEXT)
+    {
+        return Err(format!(
+            "{key}: offset {o} is beyond the limit of {MAX_CONTEXT} frames"
+        ));
     }
     Ok(())
 }

@@ -18,7 +18,8 @@ use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
-    apply_dropout, check_input, check_positive, check_rate, dropout, Cost, SeededDropout,
+    apply_dropout, check_at_most, check_input, check_layers, check_positive, check_rate, dropout,
+    Cost, SeededDropout, MAX_CONTEXT, MAX_DIM,
 };
 use super::{AcousticModel, Context};
 use crate::nn::{linear, Linear};
@@ -83,7 +84,10 @@ impl LstmConfig {
 
     pub(crate) fn validate(&self) -> std::result::Result<(), String> {
         check_positive("hidden", self.hidden)?;
-        check_positive("layers", self.layers)?;
+        check_layers("layers", self.layers)?;
+        check_at_most("projection", self.projection, MAX_DIM)?;
+        check_at_most("extra_left", self.extra_left, MAX_CONTEXT)?;
+        check_at_most("extra_right", self.extra_right, MAX_CONTEXT)?;
         check_rate("dropout", self.dropout)
     }
 

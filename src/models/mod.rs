@@ -88,6 +88,9 @@ pub enum ModelConfig {
     Lstm(LstmConfig),
 }
 
+/// The most parameters of any model (16 GB of f32 weights).
+pub const MAX_PARAMS: u64 = 1 << 32;
+
 /// Size and cost of a configuration, computed without weights.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ModelSummary {
@@ -107,19 +110,41 @@ impl ModelConfig {
         num_senones: usize,
         vb: candle_nn::VarBuilder,
     ) -> candle_core::Result<Box<dyn AcousticModel>> {
-        self.validate().map_err(candle_core::Error::msg)?;
-        if input_dim == 0 || num_senones == 0 {
-            candle_core::bail!(
-                "model {}: input dimension ({input_dim}) and senones ({num_senones}) must be positive",
-                self.name()
-            );
-        }
+        self.check_size(input_dim, num_senones)
+            .map_err(candle_core::Error::msg)?;
         Ok(match self {
             ModelConfig::Dnn(c) => Box::new(dnn::Dnn::new(c, input_dim, num_senones, vb)?),
             ModelConfig::Tdnn(c) => Box::new(tdnn::Tdnn::new(c, input_dim, num_senones, vb)?),
             ModelConfig::Tdnnf(c) => Box::new(tdnnf::Tdnnf::new(c, input_dim, num_senones, vb)?),
             ModelConfig::Lstm(c) => Box::new(lstm::Lstm::new(c, input_dim, num_senones, vb)?),
         })
+    }
+
+    /// [`Self::validate`], then the sizes that depend on the data: the input dimension, the
+    /// senones, the context and the parameter count must be within the limits (`MAX_DIM`,
+    /// `MAX_CONTEXT`, [`MAX_PARAMS`]). Returns the parameter count. Every model is built
+    /// through this check, so a corrupt model.json or configuration is refused before its
+    /// claimed sizes are allocated.
+    pub fn check_size(&self, input_dim: usize, num_senones: usize) -> Result<u64, String> {
+        self.validate()?;
+        let name = self.name();
+        if input_dim == 0 || num_senones == 0 {
+            return Err(format!(
+                "model {name}: input dimension ({input_dim}) and senones ({num_senones}) must be positive"
+            ));
+        }
+        layers::check_at_most("input dimension", input_dim, layers::MAX_DIM)?;
+        layers::check_at_most("senones", num_senones, layers::MAX_DIM)?;
+        let c = self.context();
+        layers::check_at_most("context frames", c.left.max(c.right), layers::MAX_CONTEXT)?;
+        let params = self.summary(input_dim, num_senones).params as u64;
+        if params > MAX_PARAMS {
+            return Err(format!(
+                "model {name} with input {input_dim} and {num_senones} senones has {params} \
+                 parameters, over the limit of {MAX_PARAMS}"
+            ));
+        }
+        Ok(params)
     }
 
     /// Parameters, forward MFLOPs per frame and context, analytically.

@@ -13,8 +13,8 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
-    apply_dropout, check_input, check_offsets, check_positive, check_rate, dropout, extent, splice,
-    Cost, NormLayer, SeededDropout,
+    apply_dropout, check_input, check_layers, check_offsets, check_positive, check_rate, dropout,
+    extent, splice, Cost, NormLayer, SeededDropout,
 };
 use super::{AcousticModel, Context};
 use crate::nn::{linear, Linear};
@@ -66,6 +66,7 @@ impl TdnnConfig {
         if self.splices.is_empty() {
             return Err("splices needs at least one layer".into());
         }
+        check_layers("splices (layers)", self.splices.len())?;
         for (i, o) in self.splices.iter().enumerate() {
             check_offsets(&format!("splices[{i}]"), o)?;
         }

@@ -20,8 +20,8 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
-    apply_dropout, check_input, check_offsets, check_positive, check_rate, dropout, extent, splice,
-    Cost, NormLayer, SeededDropout,
+    apply_dropout, check_at_most, check_input, check_layers, check_offsets, check_positive,
+    check_rate, dropout, extent, splice, Cost, NormLayer, SeededDropout, MAX_CONTEXT, MAX_DIM,
 };
 use super::{AcousticModel, Context};
 use crate::nn::{linear, Linear};
@@ -98,14 +98,20 @@ impl TdnnfConfig {
     pub(crate) fn validate(&self) -> std::result::Result<(), String> {
         check_positive("dim", self.dim)?;
         check_positive("bottleneck", self.bottleneck)?;
-        check_positive("layers", self.layers)?;
+        check_layers("layers", self.layers)?;
         check_offsets("input_splice", &self.input_splice)?;
+        check_at_most("output_bottleneck", self.output_bottleneck, MAX_DIM)?;
         if let Some(s) = &self.time_strides {
             if s.len() != self.layers {
                 return Err(format!(
                     "time_strides has {} entries for {} layers",
                     s.len(),
                     self.layers
+                ));
+            }
+            if let Some(&big) = s.iter().find(|&&t| t > MAX_CONTEXT) {
+                return Err(format!(
+                    "time_strides: stride {big} is over the limit of {MAX_CONTEXT} frames"
                 ));
             }
         }

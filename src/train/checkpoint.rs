@@ -6,11 +6,14 @@
 //! ```text
 //! OUT_DIR/model.json              ModelCard: architecture, input dim, senones, context, feature
 //!                                 configuration, CMVN, provenance (what loading needs besides weights)
-//! OUT_DIR/model.safetensors       the best weights (by validation accuracy); metadata: the card
+//! OUT_DIR/model.safetensors       the best weights (by validation accuracy); metadata: the card.
+//!                                 Written when training ends: its presence says the run finished
 //! OUT_DIR/senones.txt             the senone table the outputs index
 //! OUT_DIR/checkpoints/step-N.safetensors
 //!                                 weights + AdamW moments (`opt.m.NAME`, `opt.v.NAME`) + progress
 //!                                 (metadata `amdistill.progress`), for `--resume`
+//! OUT_DIR/checkpoints/best.safetensors
+//!                                 the best weights so far, while training runs
 //! OUT_DIR/metrics.jsonl           one JSON object per line: kind step | epoch | done
 //! ```
 
@@ -46,7 +49,34 @@ pub fn save_safetensors(
     let bytes =
         safetensors::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata))
             .map_err(|e| Error::format(path, e.to_string()))?;
+    let bytes = canonical_header(bytes).map_err(|e| Error::format(path, e))?;
     write_atomic(path, |w| w.write_all(&bytes))
+}
+
+/// `bytes` (a serialised safetensors file) with its JSON header's keys sorted. The safetensors
+/// crate writes the metadata from a `HashMap`, whose order changes from run to run, so the
+/// same weights would give other bytes (and other checksums) each time; sorted, a file is a
+/// function of its contents. The header keeps its length (the same keys and values).
+pub fn canonical_header(mut bytes: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .filter(|&n| n <= bytes.len() - 8)
+        .ok_or("safetensors header length out of range")?;
+    let header = &bytes[8..8 + n];
+    let json_len = header.iter().rposition(|&b| b != b' ').map_or(0, |i| i + 1);
+    // serde_json's map is ordered by key: parsing and writing again sorts every object.
+    let value: serde_json::Value =
+        serde_json::from_slice(&header[..json_len]).map_err(|e| e.to_string())?;
+    let sorted = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+    if sorted.len() != json_len {
+        return Err(format!(
+            "safetensors header changed length when sorted ({json_len} -> {})",
+            sorted.len()
+        ));
+    }
+    bytes[8..8 + json_len].copy_from_slice(&sorted);
+    Ok(bytes)
 }
 
 /// Reads every tensor of `path` (onto `device`) and its metadata.

@@ -168,15 +168,53 @@ impl TrainedModel {
                 format!("format '{}', expected '{MODEL_FORMAT}'", card.format),
             ));
         }
+        if let Some(g) = &card.cmvn.global {
+            if g.sum.len() != card.input_dim || g.sum_sq.len() != card.input_dim {
+                return Err(Error::format(
+                    &card_path,
+                    format!(
+                        "CMVN statistics of {} and {} coefficients for input dimension {}",
+                        g.sum.len(),
+                        g.sum_sq.len(),
+                        card.input_dim
+                    ),
+                ));
+            }
+        }
+        let wpath = weights
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.join("model.safetensors"));
+        if weights.is_none() && !wpath.exists() && dir.join("checkpoints").is_dir() {
+            return Err(Error::format(
+                dir,
+                "no model.safetensors: training has not finished (a killed run goes on with \
+                 `amdistill train CONFIG DIR --resume`)",
+            ));
+        }
+        // The card's sizes are checked against the weights file before the model is built,
+        // so a corrupt model.json cannot make us allocate what no file holds.
+        let params = card
+            .model
+            .check_size(card.input_dim, card.num_senones)
+            .map_err(|m| Error::format(&card_path, m))?;
+        let file_bytes = std::fs::metadata(&wpath)
+            .map_err(|e| Error::io(&wpath, e))?
+            .len();
+        if params.saturating_mul(4) > file_bytes {
+            return Err(Error::Mismatch(format!(
+                "{} describes {} with {params} parameters ({} bytes in f32), but {} holds {file_bytes} bytes",
+                card_path.display(),
+                card.name,
+                params.saturating_mul(4),
+                wpath.display()
+            )));
+        }
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let model = card
             .model
             .build(card.input_dim, card.num_senones, vb)
             .map_err(candle_err(&card_path))?;
-        let wpath = weights
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| dir.join("model.safetensors"));
         let (tensors, _) = load_safetensors(&wpath, device)?;
         load_vars(&sorted_vars(&varmap), &tensors, "", &wpath)?;
         Ok(TrainedModel {

@@ -32,6 +32,12 @@ use crate::train::kd::Distiller;
 use crate::train::loss::cross_entropy;
 use crate::train::trained::{log_priors, CmvnCard, GlobalCmvn, ModelCard, MODEL_FORMAT};
 
+/// The trained weights, written when training ends (the best by validation accuracy).
+pub const MODEL_WEIGHTS: &str = "model.safetensors";
+/// Under OUT/checkpoints: the best weights so far, while training runs.
+const BEST_WEIGHTS: &str = "best.safetensors";
+const CHECKPOINTS: &str = "checkpoints";
+
 /// Metadata key of a checkpoint's [`Progress`].
 const PROGRESS_KEY: &str = "amdistill.progress";
 
@@ -77,13 +83,14 @@ pub struct TrainSummary {
 }
 
 /// Trains the model of `cfg` into `out`. With `resume`, continues from the newest
-/// checkpoint in `out/checkpoints` (an error if there is none and `out` has a started run).
+/// checkpoint in `out/checkpoints` (starting afresh if there is none); a fresh start first
+/// clears an earlier run's checkpoints and weights from `out`.
 pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result<TrainSummary> {
     let t_start = Instant::now();
     let device = device()?;
-    std::fs::create_dir_all(out.join("checkpoints")).map_err(|e| Error::io(out, e))?;
+    std::fs::create_dir_all(out.join(CHECKPOINTS)).map_err(|e| Error::io(out, e))?;
     crate::atomic::remove_stale_temporaries(out)?;
-    crate::atomic::remove_stale_temporaries(out.join("checkpoints"))?;
+    crate::atomic::remove_stale_temporaries(out.join(CHECKPOINTS))?;
 
     // Senones, features, labels.
     let senones = read_senones(&cfg.data.senones)?;
@@ -188,12 +195,12 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
         } else if !quiet {
             eprintln!(
                 "--resume: no checkpoint in {}, starting afresh",
-                out.join("checkpoints").display()
+                out.join(CHECKPOINTS).display()
             );
         }
     }
-    if !resume || progress.step == 0 {
-        let _ = std::fs::remove_file(&metrics_path);
+    if progress.step == 0 {
+        clear_earlier_run(out)?;
     }
     write_json(&out.join("model.json"), &card)?;
     std::fs::copy(&cfg.data.senones, out.join("senones.txt"))
@@ -297,7 +304,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
                     progress.step + 1,
                     epoch + 1,
                     progress.batch_in_epoch + 1,
-                    out.join("checkpoints").display()
+                    out.join(CHECKPOINTS).display()
                 )));
             }
             let grads = out_step.grads.as_ref().expect("finite loss has gradients");
@@ -347,8 +354,12 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
         }
     }
     progress.finished = true;
-    if valid_data.is_none() || !out.join("model.safetensors").exists() {
-        save_weights(&out.join("model.safetensors"), &vars, &card)?;
+    // model.safetensors appears only now, so its presence says that training finished.
+    let best = out.join(CHECKPOINTS).join(BEST_WEIGHTS);
+    if valid_data.is_some() && best.exists() {
+        copy_atomic(&best, &out.join(MODEL_WEIGHTS))?;
+    } else {
+        save_weights(&out.join(MODEL_WEIGHTS), &vars, &card)?;
     }
     save_checkpoint(out, &vars, &opt, &progress, cfg.train.keep_checkpoints)?;
     let secs = t_loop.elapsed().as_secs_f64();
@@ -404,7 +415,8 @@ impl EpochEnd<'_> {
                 p.best_valid_acc = e.accuracy;
                 p.best_epoch = epoch_no;
                 p.epochs_since_best = 0;
-                save_weights(&self.out.join("model.safetensors"), self.vars, self.card)?;
+                let best = self.out.join(CHECKPOINTS).join(BEST_WEIGHTS);
+                save_weights(&best, self.vars, self.card)?;
             } else {
                 p.epochs_since_best += 1;
             }
@@ -689,7 +701,7 @@ fn save_checkpoint(
     progress: &Progress,
     keep: usize,
 ) -> Result<()> {
-    let dir = out.join("checkpoints");
+    let dir = out.join(CHECKPOINTS);
     let path = dir.join(format!("step-{:08}.safetensors", progress.step));
     let state = opt.state();
     let c = cerr("writing a checkpoint");
@@ -762,7 +774,7 @@ fn load_checkpoint(
 }
 
 fn list_checkpoints(out: &Path) -> Result<Vec<PathBuf>> {
-    let dir = out.join("checkpoints");
+    let dir = out.join(CHECKPOINTS);
     let mut v: Vec<PathBuf> = match std::fs::read_dir(&dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -781,6 +793,30 @@ fn list_checkpoints(out: &Path) -> Result<Vec<PathBuf>> {
 
 fn newest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
     Ok(list_checkpoints(out)?.pop())
+}
+
+/// A fresh start in `out`: nothing of an earlier run may survive there to be taken for this
+/// run's (its checkpoints would be resumed, its weights loaded with this run's model.json).
+fn clear_earlier_run(out: &Path) -> Result<()> {
+    let mut stale = list_checkpoints(out)?;
+    stale.extend([
+        out.join(CHECKPOINTS).join(BEST_WEIGHTS),
+        out.join(MODEL_WEIGHTS),
+        out.join("metrics.jsonl"),
+    ]);
+    for p in stale {
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&p, e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Copies `from` to `to` through a temporary, so `to` is never seen half-copied.
+fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
+    let mut src = std::fs::File::open(from).map_err(|e| Error::io(from, e))?;
+    write_atomic(to, |w| std::io::copy(&mut src, w).map(|_| ()))
 }
 
 /// Drops metrics lines written after `step` (by the killed run, past its last checkpoint).

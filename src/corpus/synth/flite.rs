@@ -141,6 +141,7 @@ pub fn synthesize(utt: &str, req: &FliteRequest, tmp_wav: &Path) -> Result<Flite
         .arg(&req.text)
         .arg("-o")
         .arg(tmp_wav);
+    die_with_parent(&mut cmd);
     let out = cmd.output().map_err(|e| {
         Error::utterance(
             utt,
@@ -235,6 +236,27 @@ pub fn read_wav_mono(path: &Path) -> Result<(Vec<f32>, u32)> {
 /// A per-process temporary WAV path for `utt` inside `dir`.
 pub fn tmp_wav_path(dir: &Path, utt: &str) -> PathBuf {
     dir.join(format!("{utt}.flite.tmp.{}.wav", std::process::id()))
+}
+
+/// Has the child killed when this thread's process dies (Linux), so that a `kill -9` of
+/// amdistill cannot leave a flite behind that writes into the corpus after a rerun cleaned
+/// up. (The signal follows the spawning thread: flite runs synchronously on it.)
+fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec the closure only makes the async-signal-safe prctl call.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
 }
 
 #[cfg(test)]
