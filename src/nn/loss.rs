@@ -75,6 +75,127 @@ pub fn kl_div_soft_targets(
     )
 }
 
+/// `sum_i w_i KL(p_i || softmax(z_i / T))` over the rows of student logits `z` `[N, S]` and
+/// teacher probabilities `p` `[N, S]` (rows summing to 1, at temperature T; a constant), with
+/// row weights `w` `[N]` and each row's `sum_j p_ij ln p_ij` given as `neg_entropy` `[N]` (the
+/// caller knows it cheaply, e.g. from top-k targets; here it would cost a log per element). A
+/// scalar; the gradient flows to `z` only: `w_i (softmax(z_i / T) - p_i) / T`. One pass per row
+/// forward, none backward: the soft term of the distillation loss with padding, conditional
+/// frames and the `alpha T^2 / frames` scale all in `w`.
+pub fn weighted_soft_kl(
+    student_logits: &Tensor,
+    teacher_probs: &Tensor,
+    weights: &[f64],
+    neg_entropy: &[f64],
+    temperature: f64,
+) -> Result<Tensor> {
+    let (n, _) = student_logits.dims2()?;
+    if teacher_probs.dims() != student_logits.dims() || weights.len() != n || neg_entropy.len() != n
+    {
+        bail!(
+            "weighted_soft_kl: student {:?}, teacher {:?}, {} weights and {} entropies",
+            student_logits.shape(),
+            teacher_probs.shape(),
+            weights.len(),
+            neg_entropy.len()
+        );
+    }
+    if !(temperature > 0.0 && temperature.is_finite()) {
+        bail!("weighted_soft_kl: temperature must be > 0, got {temperature}");
+    }
+    if !all_cpu_f32(&[student_logits, teacher_probs]) {
+        let d = student_logits.device();
+        let ls = candle_nn::ops::log_softmax(&(student_logits / temperature)?, D::Minus1)?;
+        let cross = (teacher_probs.detach() * ls)?.sum(D::Minus1)?;
+        let kl = (Tensor::from_slice(neg_entropy, n, d)?.to_dtype(cross.dtype())? - cross)?;
+        let w = Tensor::from_slice(weights, n, d)?.to_dtype(kl.dtype())?;
+        return (kl * w)?.sum_all();
+    }
+    student_logits.contiguous()?.apply_op2_arc(
+        &teacher_probs.detach().contiguous()?,
+        Arc::new(Box::new(WeightedSoftKl {
+            t: temperature,
+            weights: weights.iter().map(|&w| w as f32).collect(),
+            neg_entropy: neg_entropy.iter().map(|&h| h as f32).collect(),
+            grad: Mutex::new(None),
+        })),
+    )
+}
+
+struct WeightedSoftKl {
+    t: f64,
+    weights: Vec<f32>,
+    neg_entropy: Vec<f32>,
+    /// `w_i (softmax(z_i/T) - p_i) / T`, left by the forward pass for backward.
+    grad: Mutex<Option<Vec<f32>>>,
+}
+
+impl WeightedSoftKl {
+    fn forward(&self, z: &[f32], p: &[f32], cols: usize) -> (f64, Vec<f32>) {
+        let scale = (1.0 / self.t) as f32;
+        let mut g = vec![0f32; z.len()];
+        let loss: f64 = g
+            .par_chunks_mut(cols)
+            .zip(z.par_chunks(cols).zip(p.par_chunks(cols)))
+            .zip(self.weights.par_iter().zip(self.neg_entropy.par_iter()))
+            .with_min_len(ROWS)
+            .map(|((g, (z, p)), (&w, &h))| {
+                if w == 0.0 {
+                    return 0.0; // padding or a frame kept hard: no term, no gradient
+                }
+                let (mx, lse) = row_lse(z, scale, g);
+                // -sum_j p_j ln softmax(z/T)_j = ln Z - sum_j p_j z_j / T, as sum_j p_j = 1.
+                let cross = mx + lse - scale * row_dot(p, z);
+                let inv = (-lse).exp();
+                let k = w * scale;
+                for (g, &p) in g.iter_mut().zip(p) {
+                    *g = k * (*g * inv - p);
+                }
+                (w * (h + cross)) as f64
+            })
+            .sum();
+        (loss, g)
+    }
+}
+
+impl CustomOp2 for WeightedSoftKl {
+    fn name(&self) -> &'static str {
+        "amdistill-weighted-soft-kl"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, cols) = l1.shape().dims2()?;
+        let z = f32_slice(s1, l1, "weighted_soft_kl student")?;
+        let p = f32_slice(s2, l2, "weighted_soft_kl teacher")?;
+        let (loss, g) = self.forward(z, p, cols);
+        *self.grad.lock().unwrap() = Some(g);
+        Ok((CpuStorage::F32(vec![loss as f32]), Shape::from(())))
+    }
+    fn bwd(
+        &self,
+        z: &Tensor,
+        p: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let cached = self.grad.lock().unwrap().take();
+        let g = match cached {
+            Some(g) => g,
+            None => with_f32(z, "weighted_soft_kl student", |zv| {
+                with_f32(p, "weighted_soft_kl teacher", |pv| {
+                    Ok(self.forward(zv, pv, z.dim(1)?).1)
+                })
+            })?,
+        };
+        Ok((Some(scaled(g, z, grad_res)?), None))
+    }
+}
+
 /// `log_softmax` over the last dimension of a `[N, S]` tensor, with its gradient
 /// (`dx = dy - softmax(x) * sum(dy)` per row).
 pub fn log_softmax_last(xs: &Tensor) -> Result<Tensor> {
@@ -161,32 +282,78 @@ fn row_lse(x: &[f32], scale: f32, e: &mut [f32]) -> (f32, f32) {
     (mx, (acc.iter().sum::<f32>() + tail).ln())
 }
 
+/// `sum_i w_i CE(labels_i, softmax(logits_i))` over the rows of `logits` `[N, S]` with row
+/// weights `weights` `[N]` (the hard term of the distillation loss: `1 - alpha`, or 1 where a
+/// conditional loss keeps the frame hard, over the frame count). A scalar; gradient to
+/// `logits` only.
+pub fn weighted_cross_entropy(logits: &Tensor, labels: &Tensor, weights: &[f64]) -> Result<Tensor> {
+    let (n, _) = logits.dims2()?;
+    if labels.dims() != [n] || weights.len() != n {
+        bail!(
+            "weighted_cross_entropy: labels {:?} and {} weights for logits {:?}",
+            labels.shape(),
+            weights.len(),
+            logits.shape()
+        );
+    }
+    if !all_cpu_f32(&[logits]) || !labels.device().is_cpu() {
+        let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+        let nll = logp
+            .gather(&labels.to_dtype(DType::U32)?.unsqueeze(1)?, 1)?
+            .squeeze(1)?
+            .neg()?;
+        let w = Tensor::from_slice(weights, n, logits.device())?.to_dtype(nll.dtype())?;
+        return (nll * w)?.sum_all();
+    }
+    let labels = labels.to_dtype(DType::U32)?.contiguous()?;
+    logits.contiguous()?.apply_op2_arc(
+        &labels,
+        Arc::new(Box::new(CrossEntropy {
+            weights: Some(weights.iter().map(|&w| w as f32).collect()),
+            grad: Mutex::new(None),
+        })),
+    )
+}
+
 #[derive(Default)]
 struct CrossEntropy {
-    /// `(softmax - onehot) / N`, left by the forward pass for backward.
+    /// Row weights; `None`: `1 / N` each (the mean).
+    weights: Option<Vec<f32>>,
+    /// `w_i (softmax - onehot)`, left by the forward pass for backward.
     grad: Mutex<Option<Vec<f32>>>,
 }
 
-fn ce_forward(x: &[f32], labels: &[u32], s: usize) -> Result<(f64, Vec<f32>)> {
+fn ce_forward(
+    x: &[f32],
+    labels: &[u32],
+    s: usize,
+    weights: Option<&[f32]>,
+) -> Result<(f64, Vec<f32>)> {
     let n = labels.len();
     if let Some(&bad) = labels.iter().find(|&&l| l as usize >= s) {
         bail!("cross_entropy: label {bad} out of range for {s} classes");
     }
     let inv_n = 1.0 / n as f32;
+    let weight = |i: usize| weights.map_or(inv_n, |w| w[i]);
     let mut g = vec![0f32; x.len()];
     let loss: f64 = g
         .par_chunks_mut(s)
         .zip(x.par_chunks(s).zip(labels.par_iter()))
+        .enumerate()
         .with_min_len(ROWS)
-        .map(|(g, (x, &l))| {
+        .map(|(i, (g, (x, &l)))| {
+            let w = weight(i);
+            if w == 0.0 {
+                return 0.0;
+            }
             let (mx, lse) = row_lse(x, 1.0, g);
-            let inv = (-lse).exp() * inv_n;
+            let inv = (-lse).exp() * w;
             g.iter_mut().for_each(|v| *v *= inv);
-            g[l as usize] -= inv_n;
-            (mx + lse - x[l as usize]) as f64
+            g[l as usize] -= w;
+            (w * (mx + lse - x[l as usize])) as f64
         })
         .sum();
-    Ok((loss / n as f64, g))
+    Ok((loss, g))
 }
 
 impl CustomOp2 for CrossEntropy {
@@ -206,7 +373,7 @@ impl CustomOp2 for CrossEntropy {
             (CpuStorage::U32(v), Some((a, b))) => &v[a..b],
             _ => bail!("cross_entropy: labels must be contiguous u32"),
         };
-        let (loss, g) = ce_forward(x, labels, s)?;
+        let (loss, g) = ce_forward(x, labels, s, self.weights.as_deref())?;
         *self.grad.lock().unwrap() = Some(g);
         Ok((CpuStorage::F32(vec![loss as f32]), Shape::from(())))
     }
@@ -224,7 +391,7 @@ impl CustomOp2 for CrossEntropy {
             None => {
                 let l = labels.to_vec1::<u32>()?;
                 with_f32(logits, "cross_entropy logits", |x| {
-                    Ok(ce_forward(x, &l, logits.dim(1)?)?.1)
+                    Ok(ce_forward(x, &l, logits.dim(1)?, self.weights.as_deref())?.1)
                 })?
             }
         };

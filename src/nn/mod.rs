@@ -11,7 +11,9 @@ pub mod loss;
 pub use adamw::{clip_grad_norm, grad_norm, AdamW, AdamWConfig, AdamWState};
 pub use init::seeded_var_builder;
 pub use linear::{linear, Linear};
-pub use loss::{cross_entropy, kl_div_soft_targets, log_softmax_last};
+pub use loss::{
+    cross_entropy, kl_div_soft_targets, log_softmax_last, weighted_cross_entropy, weighted_soft_kl,
+};
 
 #[cfg(test)]
 mod tests;

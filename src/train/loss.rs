@@ -119,14 +119,19 @@ pub struct KdConfig {
 #[derive(Debug, Clone)]
 pub struct SoftBatch {
     probs: Tensor,
+    /// `sum_j p_ij ln p_ij` per row `[N]` (the KL's teacher half, a constant).
+    neg_entropy: Vec<f64>,
 }
 
 impl SoftBatch {
     /// Wraps teacher probabilities `[N, S]` (at temperature T; rows summing to 1).
-    pub fn from_probs(probs: Tensor) -> Self {
-        SoftBatch {
-            probs: probs.detach(),
-        }
+    pub fn from_probs(probs: Tensor) -> Result<Self> {
+        let probs = probs.detach();
+        let neg_entropy = (&probs * probs.clamp(1e-30, 1.0)?.log()?)?
+            .sum(D::Minus1)?
+            .to_dtype(DType::F64)?
+            .to_vec1()?;
+        Ok(SoftBatch { probs, neg_entropy })
     }
 
     /// Teacher probabilities `softmax(logits / t)` from teacher logits `[N, S]` (online KD).
@@ -139,9 +144,13 @@ impl SoftBatch {
             .detach()
             .to_dtype(loss_dtype(logits))?
             .affine(1.0 / t, 0.0)?;
-        Ok(SoftBatch {
-            probs: candle_nn::ops::softmax_last_dim(&z)?,
-        })
+        let logp = candle_nn::ops::log_softmax(&z, D::Minus1)?;
+        let probs = logp.exp()?;
+        let neg_entropy = (&probs * &logp)?
+            .sum(D::Minus1)?
+            .to_dtype(DType::F64)?
+            .to_vec1()?;
+        Ok(SoftBatch { probs, neg_entropy })
     }
 
     /// Dense teacher probabilities at temperature `t` for a batch of spans: each `(targets,
@@ -155,6 +164,7 @@ impl SoftBatch {
         device: &Device,
     ) -> Result<Self> {
         let mut dense = Vec::new();
+        let mut neg_entropy = Vec::new();
         let mut n = 0;
         for &(targets, start, len) in spans {
             if targets.num_senones != num_senones {
@@ -173,13 +183,13 @@ impl SoftBatch {
             let k = targets.k;
             let ids = &targets.ids[start * k..(start + len) * k];
             dense.extend(soft_batch_from_topk(ids, &p, &r, len, k, num_senones));
+            neg_entropy.extend(topk_neg_entropy(&p, &r, k, num_senones));
             n += len;
         }
-        Ok(SoftBatch::from_probs(Tensor::from_vec(
-            dense,
-            (n, num_senones),
-            device,
-        )?))
+        Ok(SoftBatch {
+            probs: Tensor::from_vec(dense, (n, num_senones), device)?,
+            neg_entropy,
+        })
     }
 
     /// The probabilities `[N, S]`.
@@ -220,6 +230,27 @@ pub fn soft_batch_from_topk(
         }
     }
     out
+}
+
+/// `sum_j p_j ln p_j` of each row of top-k probabilities `probs` `[n, k]` whose `rest` `[n]`
+/// is spread evenly over the other `s - k` senones (as [`soft_batch_from_topk`] does): k + 1
+/// logarithms per row instead of `s`.
+fn topk_neg_entropy<'a>(
+    probs: &'a [f32],
+    rest: &'a [f32],
+    k: usize,
+    s: usize,
+) -> impl Iterator<Item = f64> + 'a {
+    let xlnx = |x: f64| if x > 0.0 { x * x.ln() } else { 0.0 };
+    probs.chunks_exact(k.max(1)).zip(rest).map(move |(p, &r)| {
+        let top: f64 = p.iter().map(|&v| xlnx(v as f64)).sum();
+        let others = if s > k {
+            (s - k) as f64 * xlnx(r as f64 / (s - k) as f64)
+        } else {
+            0.0
+        };
+        top + others
+    })
 }
 
 /// The distillation loss and its parts (for logging); `total = soft + hard`.
@@ -270,31 +301,32 @@ pub fn kd_loss(
     let z = student_logits.to_dtype(dt)?;
     let pt = teacher.probs.to_dtype(dt)?;
 
-    // Hard term: -log p_s(y) at T = 1.
-    let logp = candle_nn::ops::log_softmax(&z, D::Minus1)?;
-    let ce = nll_rows(&logp, &v.labels)?;
-    // Soft term: KL = Σ p_t log p_t - Σ p_t log p_s^T; 0 · log 0 = 0 via the floor.
-    let logp_t = candle_nn::ops::log_softmax(&z.affine(1.0 / t, 0.0)?, D::Minus1)?;
-    let cross = (&pt * &logp_t)?.sum(D::Minus1)?.neg()?;
-    let ent = (&pt * pt.clamp(1e-30, 1.0)?.log()?)?.sum(D::Minus1)?;
-    let kl = (ent + cross)?;
-
-    // Which labelled frames get the soft term.
-    let soft_w = if cfg.conditional {
+    // Which labelled frames get the soft term (1) and which not (0, padding included).
+    let soft_w: Vec<f64> = if cfg.conditional {
         let agree = pt.argmax(D::Minus1)?.eq(&v.labels)?.to_dtype(dt)?;
         (agree * &v.mask)?
     } else {
         v.mask.clone()
-    };
-    let soft_frames = soft_w
-        .to_dtype(DType::F64)?
-        .sum_all()?
-        .to_scalar::<f64>()?
-        .round() as usize;
-    // Hard weight: 1 - alpha on soft frames, 1 on the others (0 on padding).
-    let hard_w = (&v.mask - soft_w.affine(cfg.alpha, 0.0)?)?;
-    let soft = masked_mean(&(kl * soft_w)?.affine(cfg.alpha * t * t, 0.0)?, &v)?;
-    let hard = masked_mean(&(ce * hard_w)?, &v)?;
+    }
+    .to_dtype(DType::F64)?
+    .to_vec1()?;
+    let soft_frames = soft_w.iter().filter(|&&w| w > 0.0).count();
+
+    // Soft term: mean over labelled frames of alpha T^2 KL(p_t || p_s^T), one fused pass.
+    let k = cfg.alpha * t * t / v.count.max(1) as f64;
+    let row_w: Vec<f64> = soft_w.iter().map(|&w| w * k).collect();
+    let soft =
+        crate::nn::weighted_soft_kl(&z, &pt, &row_w, &teacher.neg_entropy, t)?.to_dtype(dt)?;
+    // Hard term: -log p_s(y) at T = 1, weight 1 - alpha on soft frames, 1 on the others
+    // (0 on padding), also fused.
+    let mask: Vec<f64> = v.mask.to_dtype(DType::F64)?.to_vec1()?;
+    let inv = 1.0 / v.count.max(1) as f64;
+    let hard_w: Vec<f64> = mask
+        .iter()
+        .zip(&soft_w)
+        .map(|(&m, &w)| (m - cfg.alpha * w) * inv)
+        .collect();
+    let hard = crate::nn::weighted_cross_entropy(&z, &v.labels, &hard_w)?.to_dtype(dt)?;
     let total = (&soft + &hard)?;
     let scalar = |x: &Tensor| x.to_dtype(DType::F64)?.to_scalar::<f64>();
     Ok(KdLoss {
@@ -628,5 +660,87 @@ mod tests {
             }
         }
         assert!(SoftBatch::from_spans(&[(&u, 3, 2)], 1.0, 3, &Device::Cpu).is_err());
+        // The entropy from the top-k form equals the one of the dense rows.
+        let dense = SoftBatch::from_probs(sb.probs().clone()).unwrap();
+        for (a, b) in sb.neg_entropy.iter().zip(&dense.neg_entropy) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+
+    /// The fused f32 soft term (`nn::weighted_soft_kl`) against candle's generic ops in f64:
+    /// the loss, its parts and the gradient, with padding, at T = 1 and 2, plain and
+    /// conditional.
+    #[test]
+    fn fused_f32_kd_loss_equals_the_generic_f64_one() {
+        use candle_core::Var;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let (n, s) = (37, 50);
+        let z: Vec<f32> = (0..n * s).map(|_| rng.gen_range(-4.0..4.0)).collect();
+        let t: Vec<f32> = (0..n * s).map(|_| rng.gen_range(-4.0..4.0)).collect();
+        let mut y: Vec<u32> = (0..n).map(|_| rng.gen_range(0..s as u32)).collect();
+        y[5] = PAD_LABEL;
+        y[30] = PAD_LABEL;
+        // Some frames where the teacher agrees with the label, for the conditional loss.
+        for i in 0..n {
+            if i % 3 == 0 && y[i] != PAD_LABEL {
+                let j = (0..s)
+                    .max_by(|&a, &b| t[i * s + a].total_cmp(&t[i * s + b]))
+                    .unwrap();
+                y[i] = j as u32;
+            }
+        }
+        let d = Device::Cpu;
+        let labels = Tensor::from_vec(y, n, &d).unwrap();
+        for (temperature, alpha, conditional) in
+            [(1.0, 0.5, false), (2.0, 0.7, false), (2.0, 0.5, true)]
+        {
+            let cfg = KdConfig {
+                temperature,
+                alpha,
+                conditional,
+            };
+            let run = |dt: DType| {
+                let zv = Var::from_tensor(
+                    &Tensor::from_vec(z.clone(), (n, s), &d)
+                        .unwrap()
+                        .to_dtype(dt)
+                        .unwrap(),
+                )
+                .unwrap();
+                let tl = Tensor::from_vec(t.clone(), (n, s), &d)
+                    .unwrap()
+                    .to_dtype(dt)
+                    .unwrap();
+                let soft = SoftBatch::from_logits(&tl, temperature).unwrap();
+                let l = kd_loss(zv.as_tensor(), &soft, &labels, &cfg).unwrap();
+                let g = l.total.backward().unwrap();
+                let grad: Vec<f64> = g
+                    .get(zv.as_tensor())
+                    .unwrap()
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                (scalar(&l.total), l.soft, l.hard, l.soft_frames, grad)
+            };
+            let (a, b) = (run(DType::F32), run(DType::F64));
+            let close = |x: f64, y: f64| (x - y).abs() <= 1e-5 * (1.0 + y.abs());
+            assert!(
+                close(a.0, b.0) && close(a.1, b.1) && close(a.2, b.2),
+                "{cfg:?}: {:?} vs {:?}",
+                (a.0, a.1, a.2),
+                (b.0, b.1, b.2)
+            );
+            assert_eq!(a.3, b.3);
+            let worst =
+                a.4.iter()
+                    .zip(&b.4)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0, f64::max);
+            assert!(worst < 1e-6, "{cfg:?}: gradient differs by {worst}");
+        }
     }
 }
