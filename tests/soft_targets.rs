@@ -172,6 +172,34 @@ fn topk_round_trip_matches_softmax_of_true_logits() {
     }
 }
 
+/// `get_frames` (what training reads: a chunk of an utterance) equals the same frames of
+/// `get`, for every span of every utterance; spans outside the record are refused.
+#[test]
+fn frame_ranges_equal_the_whole_record_sliced() {
+    let (s, k) = (30, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let utts = corpus(9, 4, s);
+    write_store(dir.path(), meta(k, s, false), &utts);
+    let store = SoftTargetStore::open(dir.path()).unwrap();
+    for (utt, frames, _) in &utts {
+        let all = store.get(utt).unwrap();
+        for start in 0..*frames {
+            for len in [0, 1, 3, frames - start] {
+                if start + len > *frames {
+                    continue;
+                }
+                let t = store.get_frames(utt, start, len).unwrap();
+                assert_eq!(t.frames, len);
+                assert_eq!(t.ids, all.ids[start * k..(start + len) * k]);
+                assert_eq!(t.logits, all.logits[start * k..(start + len) * k]);
+                assert_eq!(t.rest_lse, all.rest_lse[start..start + len]);
+            }
+        }
+        let e = err_of(store.get_frames(utt, *frames - 1, 2));
+        assert!(e.contains(utt.as_str()) && e.contains("requested"), "{e}");
+    }
+}
+
 #[test]
 fn rest_mass_at_higher_temperature_is_an_upper_bound() {
     let (s, k) = (200, 10);
@@ -365,6 +393,9 @@ fn truncated_and_corrupt_files_are_refused_with_their_names() {
         e.contains("targets.1.bin") && e.contains("utt00") && e.contains("checksum"),
         "{e}"
     );
+    // A read of a few frames (what training does) verifies the whole record too.
+    let e = err_of(store.get_frames("utt00", 0, 1));
+    assert!(e.contains("checksum"), "{e}");
 
     // A frame count far beyond the file: refused before anything is allocated.
     let dir = fresh();

@@ -740,6 +740,8 @@ impl Bytes {
 }
 
 struct Entry {
+    /// Set once the payload's checksum has been verified (reads take `&self`).
+    verified: std::sync::atomic::AtomicBool,
     file: usize,
     /// Byte offset of the record's magic.
     record: usize,
@@ -892,6 +894,7 @@ impl SoftTargetStore {
             index.insert(
                 utt,
                 Entry {
+                    verified: std::sync::atomic::AtomicBool::new(false),
                     file: fi,
                     record: off,
                     payload,
@@ -951,21 +954,38 @@ impl SoftTargetStore {
 
     /// Decodes `utt`'s record, checking its checksum, ids and values.
     pub fn get(&self, utt: &str) -> Result<UttTargets> {
+        let frames = self.num_frames(utt).unwrap_or(0);
+        self.get_frames(utt, 0, frames)
+    }
+
+    /// Decodes frames `[start, start + len)` of `utt`'s record (their ids and values checked;
+    /// the record's checksum is verified on its first read in this process). A training batch
+    /// needs a few frames of many utterances: decoding only those keeps the cost per frame
+    /// used, not per frame stored.
+    pub fn get_frames(&self, utt: &str, start: usize, len: usize) -> Result<UttTargets> {
         let e = self.index.get(utt).ok_or_else(|| {
             Error::utterance(utt, format!("no soft targets in {}", self.dir.display()))
         })?;
         let (path, bytes) = &self.files[e.file];
         let meta = &self.header.meta;
-        let (s, k, frames) = (meta.num_senones, meta.k, e.frames);
+        let (s, k, all) = (meta.num_senones, meta.k, e.frames);
         let err = |msg: String| {
             Error::format(path, format!("utterance {utt} at byte {}: {msg}", e.record))
         };
-        let payload =
-            &bytes.as_slice()[e.payload..e.payload + frames * self.header.bytes_per_frame];
-        if fnv1a32(payload) != e.checksum {
-            return Err(err("checksum mismatch (corrupt file)".into()));
+        if !start.checked_add(len).is_some_and(|end| end <= all) {
+            return Err(err(format!(
+                "frames {start}+{len} requested of a record of {all} frames"
+            )));
         }
-        let n = frames * k;
+        let payload = &bytes.as_slice()[e.payload..e.payload + all * self.header.bytes_per_frame];
+        if !e.verified.load(std::sync::atomic::Ordering::Relaxed) {
+            if fnv1a32(payload) != e.checksum {
+                return Err(err("checksum mismatch (corrupt file)".into()));
+            }
+            e.verified.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        // Layout: ids u16 [all * k] (not for dense), logits f16 [all * k], rest f32 [all].
+        let (frames, n_all, n) = (len, all * k, len * k);
         let u16_at = |i: usize| u16::from_le_bytes([payload[2 * i], payload[2 * i + 1]]);
         let (ids, logit_base) = if meta.dense {
             (
@@ -973,18 +993,18 @@ impl SoftTargetStore {
                 0,
             )
         } else {
-            let ids: Vec<u16> = (0..n).map(u16_at).collect();
+            let ids: Vec<u16> = (start * k..start * k + n).map(u16_at).collect();
             if let Some(i) = ids.iter().position(|&id| id as usize >= s) {
                 return Err(err(format!(
                     "frame {}: senone id {} >= num_senones {s}",
-                    i / k,
+                    start + i / k,
                     ids[i]
                 )));
             }
-            (ids, n)
+            (ids, n_all)
         };
         let mut logits = Vec::with_capacity(n);
-        for i in 0..n {
+        for i in start * k..start * k + n {
             let v = f16::from_bits(u16_at(logit_base + i));
             if !v.is_finite() {
                 return Err(err(format!("frame {}: logit {v} is not finite", i / k)));
@@ -994,9 +1014,9 @@ impl SoftTargetStore {
         let rest_lse: Vec<f32> = if meta.dense {
             vec![f32::NEG_INFINITY; frames]
         } else {
-            let base = 4 * n;
+            let base = 4 * n_all;
             let mut r = Vec::with_capacity(frames);
-            for f in 0..frames {
+            for f in start..start + frames {
                 let at = base + 4 * f;
                 let v = f32::from_le_bytes(payload[at..at + 4].try_into().expect("4 bytes"));
                 if v.is_nan() || v == f32::INFINITY {

@@ -1,8 +1,6 @@
 //! The teacher side of student training: soft targets read from a store (offline) or
 //! computed by a teacher inside the loop (online), turned into the distillation loss.
 
-use std::collections::HashMap;
-
 use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
@@ -145,21 +143,18 @@ impl Distiller {
     ) -> candle_core::Result<(Tensor, f64, f64)> {
         let soft = match &self.source {
             Source::Offline { store, index } => {
-                // Each utterance decoded once per batch, however many of its chunks it holds.
-                let mut decoded: HashMap<u32, UttTargets> = HashMap::new();
-                for span in &batch.spans {
-                    if let std::collections::hash_map::Entry::Vacant(e) = decoded.entry(span.utt) {
-                        let t = store
-                            .get(&index[span.utt as usize])
-                            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-                        e.insert(t);
-                    }
-                }
-                let spans: Vec<(&UttTargets, usize, usize)> = batch
+                // Only the frames of each chunk are decoded, not its whole utterance.
+                let decoded: Vec<UttTargets> = batch
                     .spans
                     .iter()
-                    .map(|sp| (&decoded[&sp.utt], sp.start as usize, sp.len as usize))
-                    .collect();
+                    .map(|sp| {
+                        store
+                            .get_frames(&index[sp.utt as usize], sp.start as usize, sp.len as usize)
+                            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+                    })
+                    .collect::<candle_core::Result<_>>()?;
+                let spans: Vec<(&UttTargets, usize, usize)> =
+                    decoded.iter().map(|t| (t, 0, t.frames)).collect();
                 let soft = SoftBatch::from_spans(
                     &spans,
                     self.cfg.temperature as f32,
