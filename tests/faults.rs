@@ -130,22 +130,34 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Every file under `dir`, by relative path.
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
+/// The directories (`dir` first) and the files under `dir`.
+fn walk(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (mut dirs, mut files) = (vec![dir.to_path_buf()], Vec::new());
+    let mut i = 0;
+    while i < dirs.len() {
+        for e in std::fs::read_dir(&dirs[i]).unwrap() {
             let p = e.unwrap().path();
             if p.is_dir() {
-                stack.push(p);
+                dirs.push(p);
             } else {
-                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-                out.insert(rel, std::fs::read(&p).unwrap());
+                files.push(p);
             }
         }
+        i += 1;
     }
-    out
+    (dirs, files)
+}
+
+/// Every file under `dir`, by relative path.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    walk(dir)
+        .1
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            (rel, std::fs::read(&p).unwrap())
+        })
+        .collect()
 }
 
 /// The files a complete run is judged by, with `dir` itself written as `OUT` (feats.scp and
@@ -384,14 +396,7 @@ fn is_root() -> bool {
 
 fn chmod_read_only(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            }
-        }
+    for d in walk(dir).0 {
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o555)).unwrap();
     }
 }

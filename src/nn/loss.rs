@@ -68,10 +68,10 @@ pub fn kl_div_soft_targets(
     }
     student_logits.contiguous()?.apply_op2_arc(
         &teacher_logits.detach().contiguous()?,
-        Arc::new(Box::new(SoftKl {
-            t: temperature,
-            grad: Mutex::new(None),
-        })),
+        Arc::new(Box::new(GradCachingLoss::new(
+            "amdistill-kl-soft-targets",
+            move |s: &[f32], t: &[f32], cols| kl_forward(s, t, cols, temperature),
+        ))),
     )
 }
 
@@ -111,56 +111,78 @@ pub fn weighted_soft_kl(
         let w = Tensor::from_slice(weights, n, d)?.to_dtype(kl.dtype())?;
         return (kl * w)?.sum_all();
     }
+    let weights: Vec<f32> = weights.iter().map(|&w| w as f32).collect();
+    let neg_entropy: Vec<f32> = neg_entropy.iter().map(|&h| h as f32).collect();
     student_logits.contiguous()?.apply_op2_arc(
         &teacher_probs.detach().contiguous()?,
-        Arc::new(Box::new(WeightedSoftKl {
-            t: temperature,
-            weights: weights.iter().map(|&w| w as f32).collect(),
-            neg_entropy: neg_entropy.iter().map(|&h| h as f32).collect(),
-            grad: Mutex::new(None),
-        })),
+        Arc::new(Box::new(GradCachingLoss::new(
+            "amdistill-weighted-soft-kl",
+            move |z: &[f32], p: &[f32], cols| {
+                weighted_kl_forward(z, p, cols, temperature, &weights, &neg_entropy)
+            },
+        ))),
     )
 }
 
-struct WeightedSoftKl {
-    t: f64,
-    weights: Vec<f32>,
-    neg_entropy: Vec<f32>,
-    /// `w_i (softmax(z_i/T) - p_i) / T`, left by the forward pass for backward.
+/// [`weighted_soft_kl`]'s forward pass: the loss and its gradient with respect to `z`.
+fn weighted_kl_forward(
+    z: &[f32],
+    p: &[f32],
+    cols: usize,
+    temperature: f64,
+    weights: &[f32],
+    neg_entropy: &[f32],
+) -> (f64, Vec<f32>) {
+    let scale = (1.0 / temperature) as f32;
+    let mut g = vec![0f32; z.len()];
+    let loss: f64 = g
+        .par_chunks_mut(cols)
+        .zip(z.par_chunks(cols).zip(p.par_chunks(cols)))
+        .zip(weights.par_iter().zip(neg_entropy.par_iter()))
+        .with_min_len(ROWS)
+        .map(|((g, (z, p)), (&w, &h))| {
+            if w == 0.0 {
+                return 0.0; // padding or a frame kept hard: no term, no gradient
+            }
+            let (mx, lse) = row_lse(z, scale, g);
+            // -sum_j p_j ln softmax(z/T)_j = ln Z - sum_j p_j z_j / T, as sum_j p_j = 1.
+            let cross = mx + lse - scale * row_dot(p, z);
+            let inv = (-lse).exp();
+            let k = w * scale;
+            for (g, &p) in g.iter_mut().zip(p) {
+                *g = k * (*g * inv - p);
+            }
+            (w * (h + cross)) as f64
+        })
+        .sum();
+    (loss, g)
+}
+
+/// A scalar loss of two f32 `[N, S]` inputs (the first with a gradient, the second a constant)
+/// whose forward pass `f(a, b, S) -> (loss, d loss / d a)` leaves the gradient for backward,
+/// so backward is one scaling pass (a second backward over the same graph recomputes it).
+struct GradCachingLoss<F> {
+    name: &'static str,
+    f: F,
     grad: Mutex<Option<Vec<f32>>>,
 }
 
-impl WeightedSoftKl {
-    fn forward(&self, z: &[f32], p: &[f32], cols: usize) -> (f64, Vec<f32>) {
-        let scale = (1.0 / self.t) as f32;
-        let mut g = vec![0f32; z.len()];
-        let loss: f64 = g
-            .par_chunks_mut(cols)
-            .zip(z.par_chunks(cols).zip(p.par_chunks(cols)))
-            .zip(self.weights.par_iter().zip(self.neg_entropy.par_iter()))
-            .with_min_len(ROWS)
-            .map(|((g, (z, p)), (&w, &h))| {
-                if w == 0.0 {
-                    return 0.0; // padding or a frame kept hard: no term, no gradient
-                }
-                let (mx, lse) = row_lse(z, scale, g);
-                // -sum_j p_j ln softmax(z/T)_j = ln Z - sum_j p_j z_j / T, as sum_j p_j = 1.
-                let cross = mx + lse - scale * row_dot(p, z);
-                let inv = (-lse).exp();
-                let k = w * scale;
-                for (g, &p) in g.iter_mut().zip(p) {
-                    *g = k * (*g * inv - p);
-                }
-                (w * (h + cross)) as f64
-            })
-            .sum();
-        (loss, g)
+impl<F> GradCachingLoss<F> {
+    fn new(name: &'static str, f: F) -> Self {
+        GradCachingLoss {
+            name,
+            f,
+            grad: Mutex::new(None),
+        }
     }
 }
 
-impl CustomOp2 for WeightedSoftKl {
+impl<F> CustomOp2 for GradCachingLoss<F>
+where
+    F: Fn(&[f32], &[f32], usize) -> (f64, Vec<f32>) + Send + Sync,
+{
     fn name(&self) -> &'static str {
-        "amdistill-weighted-soft-kl"
+        self.name
     }
     fn cpu_fwd(
         &self,
@@ -170,29 +192,27 @@ impl CustomOp2 for WeightedSoftKl {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (_, cols) = l1.shape().dims2()?;
-        let z = f32_slice(s1, l1, "weighted_soft_kl student")?;
-        let p = f32_slice(s2, l2, "weighted_soft_kl teacher")?;
-        let (loss, g) = self.forward(z, p, cols);
+        let a = f32_slice(s1, l1, self.name)?;
+        let b = f32_slice(s2, l2, self.name)?;
+        let (loss, g) = (self.f)(a, b, cols);
         *self.grad.lock().unwrap() = Some(g);
         Ok((CpuStorage::F32(vec![loss as f32]), Shape::from(())))
     }
     fn bwd(
         &self,
-        z: &Tensor,
-        p: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let cached = self.grad.lock().unwrap().take();
         let g = match cached {
             Some(g) => g,
-            None => with_f32(z, "weighted_soft_kl student", |zv| {
-                with_f32(p, "weighted_soft_kl teacher", |pv| {
-                    Ok(self.forward(zv, pv, z.dim(1)?).1)
-                })
+            None => with_f32(a, self.name, |av| {
+                with_f32(b, self.name, |bv| Ok((self.f)(av, bv, a.dim(1)?).1))
             })?,
         };
-        Ok((Some(scaled(g, z, grad_res)?), None))
+        Ok((Some(scaled(g, a, grad_res)?), None))
     }
 }
 
@@ -409,12 +429,6 @@ fn scaled(mut g: Vec<f32>, like: &Tensor, grad_res: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(g, like.shape(), like.device())
 }
 
-struct SoftKl {
-    t: f64,
-    /// `T/N * (softmax(s/T) - softmax(t/T))`, left by the forward pass for backward.
-    grad: Mutex<Option<Vec<f32>>>,
-}
-
 fn kl_forward(s: &[f32], t: &[f32], cols: usize, temp: f64) -> (f64, Vec<f32>) {
     let n = s.len() / cols;
     let scale = (1.0 / temp) as f32;
@@ -442,44 +456,6 @@ fn kl_forward(s: &[f32], t: &[f32], cols: usize, temp: f64) -> (f64, Vec<f32>) {
         )
         .sum();
     (kl * temp * temp / n as f64, g)
-}
-
-impl CustomOp2 for SoftKl {
-    fn name(&self) -> &'static str {
-        "amdistill-kl-soft-targets"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (_, cols) = l1.shape().dims2()?;
-        let s = f32_slice(s1, l1, "kl_div_soft_targets student")?;
-        let t = f32_slice(s2, l2, "kl_div_soft_targets teacher")?;
-        let (kl, g) = kl_forward(s, t, cols, self.t);
-        *self.grad.lock().unwrap() = Some(g);
-        Ok((CpuStorage::F32(vec![kl as f32]), Shape::from(())))
-    }
-    fn bwd(
-        &self,
-        s: &Tensor,
-        t: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let cached = self.grad.lock().unwrap().take();
-        let g = match cached {
-            Some(g) => g,
-            None => with_f32(s, "kl student", |sv| {
-                with_f32(t, "kl teacher", |tv| {
-                    Ok(kl_forward(sv, tv, s.dim(1)?, self.t).1)
-                })
-            })?,
-        };
-        Ok((Some(scaled(g, s, grad_res)?), None))
-    }
 }
 
 struct LogSoftmax;
