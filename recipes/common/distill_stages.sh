@@ -17,7 +17,8 @@
 #   print_tables        prints the comparison tables
 # Variables read: amdistill (the binary), data (with fbank/<split>), exp (with tree/ and
 # ali/<split>/ali.txt), splits (every split), test_splits, ctm_dir (may be empty), teacher_opts and student_opts (extra `train` options, may
-# be empty), stream_data (a data directory whose first two recordings are streamed).
+# be empty), kd_opts (extra options of the KD student alone; may be unset), stream_data (a data
+# directory whose first two recordings are streamed).
 
 _common="$(dirname "${BASH_SOURCE[0]}")"
 . "$_common/cmd.sh"
@@ -78,7 +79,7 @@ stage_student_hard() {
 stage_student_kd() {
   # shellcheck disable=SC2046,SC2086
   "$amdistill" train conf/student_kd.toml "$exp/student_kd" --resume $(train_set) $student_opts \
-    --set "kd.targets=$exp/teacher/targets_train" 2>&1 | tee "$exp/log/train_student_kd.log"
+    ${kd_opts:-} --set "kd.targets=$exp/teacher/targets_train" 2>&1 | tee "$exp/log/train_student_kd.log"
 }
 
 stage_score() {
