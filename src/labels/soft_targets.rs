@@ -972,7 +972,7 @@ impl SoftTargetStore {
         let err = |msg: String| {
             Error::format(path, format!("utterance {utt} at byte {}: {msg}", e.record))
         };
-        if !start.checked_add(len).is_some_and(|end| end <= all) {
+        if start.checked_add(len).is_none_or(|end| end > all) {
             return Err(err(format!(
                 "frames {start}+{len} requested of a record of {all} frames"
             )));
