@@ -165,17 +165,6 @@ fn fold_cmvn(card: &ModelCard, graph: Graph, model_dir: &Path) -> Result<Graph> 
                     "cmvn is global but the card holds no statistics",
                 )
             })?;
-            if g.sum.len() != card.input_dim || g.sum_sq.len() != card.input_dim {
-                return Err(Error::format(
-                    model_dir.join("model.json"),
-                    format!(
-                        "CMVN statistics of {} and {} coefficients for input dimension {}",
-                        g.sum.len(),
-                        g.sum_sq.len(),
-                        card.input_dim
-                    ),
-                ));
-            }
             let (scale, shift) = cmvn_scale_shift(&g.sum, &g.sum_sq, g.count, c.norm_vars)
                 .map_err(|m| Error::format(model_dir.join("model.json"), m))?;
             graph.prepend_scale_shift("cmvn", scale, shift)
@@ -444,8 +433,7 @@ impl Bundle {
         // than the file holds is refused before the model is built.
         let card = self.card();
         let params = card
-            .model
-            .check_size(card.input_dim, card.num_senones)
+            .check_sizes()
             .map_err(|m| Error::format(self.dir.join(MANIFEST), m))?;
         if params > bytes.len() as u64 {
             return Err(Error::Mismatch(format!(
@@ -458,7 +446,7 @@ impl Bundle {
         let mut g = skeleton(card)?;
         fill_graph(&mut g, &bytes, &self.dir.join(name))?;
         let src = PathBuf::from(&self.manifest.source);
-        fold_cmvn(self.card(), g, &src)
+        fold_cmvn(card, g, &src)
     }
 
     /// A runtime at `precision`.

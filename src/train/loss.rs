@@ -302,14 +302,16 @@ pub fn kd_loss(
     let pt = teacher.probs.to_dtype(dt)?;
 
     // Which labelled frames get the soft term (1) and which not (0, padding included).
+    let mask: Vec<f64> = v.mask.to_dtype(DType::F64)?.to_vec1()?;
     let soft_w: Vec<f64> = if cfg.conditional {
-        let agree = pt.argmax(D::Minus1)?.eq(&v.labels)?.to_dtype(dt)?;
-        (agree * &v.mask)?
+        let agree: Vec<u8> = pt.argmax(D::Minus1)?.eq(&v.labels)?.to_vec1()?;
+        mask.iter()
+            .zip(&agree)
+            .map(|(&m, &a)| m * a as f64)
+            .collect()
     } else {
-        v.mask.clone()
-    }
-    .to_dtype(DType::F64)?
-    .to_vec1()?;
+        mask.clone()
+    };
     let soft_frames = soft_w.iter().filter(|&&w| w > 0.0).count();
 
     // Soft term: mean over labelled frames of alpha T^2 KL(p_t || p_s^T), one fused pass.
@@ -319,7 +321,6 @@ pub fn kd_loss(
         crate::nn::weighted_soft_kl(&z, &pt, &row_w, &teacher.neg_entropy, t)?.to_dtype(dt)?;
     // Hard term: -log p_s(y) at T = 1, weight 1 - alpha on soft frames, 1 on the others
     // (0 on padding), also fused.
-    let mask: Vec<f64> = v.mask.to_dtype(DType::F64)?.to_vec1()?;
     let inv = 1.0 / v.count.max(1) as f64;
     let hard_w: Vec<f64> = mask
         .iter()

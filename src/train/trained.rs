@@ -109,6 +109,23 @@ pub struct ModelCard {
 }
 
 impl ModelCard {
+    /// The sizes the card claims, checked before anything is built from them: the model's
+    /// limits ([`ModelConfig::check_size`]) and global CMVN statistics of the input's
+    /// dimension. Returns the parameter count, for comparison with a weights file's size.
+    pub fn check_sizes(&self) -> std::result::Result<u64, String> {
+        if let Some(g) = &self.cmvn.global {
+            if g.sum.len() != self.input_dim || g.sum_sq.len() != self.input_dim {
+                return Err(format!(
+                    "CMVN statistics of {} and {} coefficients for input dimension {}",
+                    g.sum.len(),
+                    g.sum_sq.len(),
+                    self.input_dim
+                ));
+            }
+        }
+        self.model.check_size(self.input_dim, self.num_senones)
+    }
+
     /// Refuses features the model was not trained on, naming both sides.
     pub fn check_features(&self, store: &FeatureStore, model_dir: &Path) -> Result<()> {
         let feat = store.dir().display();
@@ -168,19 +185,6 @@ impl TrainedModel {
                 format!("format '{}', expected '{MODEL_FORMAT}'", card.format),
             ));
         }
-        if let Some(g) = &card.cmvn.global {
-            if g.sum.len() != card.input_dim || g.sum_sq.len() != card.input_dim {
-                return Err(Error::format(
-                    &card_path,
-                    format!(
-                        "CMVN statistics of {} and {} coefficients for input dimension {}",
-                        g.sum.len(),
-                        g.sum_sq.len(),
-                        card.input_dim
-                    ),
-                ));
-            }
-        }
         let wpath = weights
             .map(Path::to_path_buf)
             .unwrap_or_else(|| dir.join("model.safetensors"));
@@ -194,8 +198,7 @@ impl TrainedModel {
         // The card's sizes are checked against the weights file before the model is built,
         // so a corrupt model.json cannot make us allocate what no file holds.
         let params = card
-            .model
-            .check_size(card.input_dim, card.num_senones)
+            .check_sizes()
             .map_err(|m| Error::format(&card_path, m))?;
         let file_bytes = std::fs::metadata(&wpath)
             .map_err(|e| Error::io(&wpath, e))?
