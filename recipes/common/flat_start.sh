@@ -16,11 +16,18 @@
 #
 # Usage: flat_start.sh [--rounds 3] [--num-leaves 200] [--min-occupancy 20] [--reference-dir D]
 #                      [--align-opts "..."] [--train-opts "..."] [--extra "NAME,DATA,FEATS ..."]
-#                      [--init D]
+#                      [--init D] [--early-rounds K --early-opts "..."]
 #                      CONF TRAIN_DATA TRAIN_FEATS DEV_DATA DEV_FEATS EXP
 #   --reference-dir D  D/<split>/phones.ctm: true phone times to score each round against
 #   --init D           round 0 from D/{train,dev}/phones.ctm (e.g. a bootstrap alignment with a
 #                      model trained on another corpus) instead of uniform segmentation
+#   --early-rounds K   the first K models (round0/model ... round<K-1>/model) train with
+#                      --early-opts added to --train-opts,
+#   --early-opts "..."   e.g. "--set model.splice=1": narrow context first, as Kaldi's monophone
+#                      and delta passes come before spliced LDA+MLLT features. A wide-context
+#                      DNN can learn labels that lag the acoustics (reverberation smears each
+#                      phone into the next) and keep them round after round; a narrow one places
+#                      boundaries where the spectrum changes (recipes/synth/RESULTS.md)
 #   --extra "..."      more splits (e.g. test) aligned by the last round's model only, into
 #                      EXP/round<ROUNDS>/NAME
 set -euo pipefail
@@ -35,6 +42,8 @@ align_opts=""
 train_opts=""
 extra=""
 init=""
+early_rounds=0
+early_opts=""
 positional=()
 parse_options "$@"
 [ ${#positional[@]} -eq 6 ] || die "usage: flat_start.sh [options] CONF TRAIN_DATA TRAIN_FEATS DEV_DATA DEV_FEATS EXP"
@@ -98,11 +107,13 @@ for r in $(seq 0 $((rounds - 1))); do
         > "$d/ali_$split.log" 2>&1 || { cat "$d/ali_$split.log" >&2; die "make-alignments failed: see $d/ali_$split.log"; }
     fi
   done
+  opts="$train_opts"
+  [ "$r" -lt "$early_rounds" ] && opts="$train_opts $early_opts"
   # shellcheck disable=SC2086
   "$amdistill" train "$conf" "$d/model" --resume \
     --set "data.train=$train_feats" --set "data.train_ali=$d/ali_train/ali.txt" \
     --set "data.valid=$dev_feats" --set "data.valid_ali=$d/ali_dev/ali.txt" \
-    --set "data.senones=$d/tree/senones.txt" $train_opts > "$d/train.log" 2>&1 \
+    --set "data.senones=$d/tree/senones.txt" $opts > "$d/train.log" 2>&1 \
     || { tail -n 20 "$d/train.log" >&2; die "training failed: see $d/train.log"; }
   mkdir -p "$out/round$next"
   align_split "$next" train "$train_data" "$train_feats" --model "$d/model" --tree "$d/tree"

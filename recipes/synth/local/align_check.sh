@@ -22,7 +22,9 @@ export amdistill
 common=(--num-leaves 150 --align-opts="--lexicon none" --reference-dir "$data")
 args=(conf/flat_start.toml "$data/train" "$data/fbank/train" "$data/dev" "$data/fbank/dev")
 
-../common/flat_start.sh --rounds "$rounds" "${common[@]}" "${args[@]}" "$exp/flat_start"
+# Narrow context (1 frame each side) for the first 5 models, then the configuration's 5.
+../common/flat_start.sh --rounds "$rounds" --early-rounds 5 --early-opts="--set model.splice=1" \
+  "${common[@]}" "${args[@]}" "$exp/flat_start"
 ../common/flat_start.sh --rounds 1 --init "$data" "${common[@]}" "${args[@]}" "$exp/flat_start_oracle"
 
 echo "| round | frame agreement (phone level) | median boundary error | within 20 ms |"
