@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # KD sweep over temperature and alpha, plus top-10 against dense soft targets, for RESULTS.md.
 # Run after run.sh (stages 1-9) has made the teacher and its top-10 soft targets:
-#   recipes/synth/local/kd_sweep.sh [--quick]
+#   recipes/synth/local/kd_sweep.sh [--quick] [--epochs N]
+#   --epochs N   train each student N epochs instead of conf/student_kd.toml's (12 with --quick)
+#   --dense false  skip the dense-target student (its targets take 2 bytes x senones per frame:
+#                1.4 GB for the full corpus's train split)
 # Writes exp[/quick]/sweep/T<T>_a<alpha>/ (students), exp[/quick]/sweep/scores/*.json and
 # prints a markdown table (frame accuracy on test) to stdout and exp[/quick]/sweep/sweep.md.
 set -euo pipefail
@@ -10,10 +13,11 @@ root="$(cd "$here/../.." && pwd)"
 cd "$here"
 . ../common/utils.sh
 
-stage=1; stop_stage=100; quick=false; positional=()
+stage=1; stop_stage=100; quick=false; epochs=""; dense=true; positional=()
 parse_options "$@"
 data=data; exp=exp; extra=""
 if [ "$quick" = true ]; then data=data/quick; exp=exp/quick; extra="--set train.epochs=12"; fi
+if [ -n "$epochs" ]; then extra="--set train.epochs=$epochs"; fi
 amdistill="$root/target/release/amdistill"
 sw="$exp/sweep"
 mkdir -p "$sw/scores"
@@ -36,10 +40,12 @@ for t in 1 2 4; do
     student "T${t}_a${a}" --set "kd.targets=$exp/teacher/targets_train" --set "kd.temperature=$t" --set "kd.alpha=$a"
   done
 done
-if [ ! -f "$exp/teacher/targets_train_dense/targets.scp" ]; then
-  "$amdistill" dump-posteriors "$exp/teacher" "$data/fbank/train" "$exp/teacher/targets_train_dense" --dense
+if [ "$dense" = true ]; then
+  if [ ! -f "$exp/teacher/targets_train_dense/targets.scp" ]; then
+    "$amdistill" dump-posteriors "$exp/teacher" "$data/fbank/train" "$exp/teacher/targets_train_dense" --dense
+  fi
+  student "dense_T2_a0.5" --set "kd.targets=$exp/teacher/targets_train_dense" --set kd.temperature=2 --set kd.alpha=0.5
 fi
-student "dense_T2_a0.5" --set "kd.targets=$exp/teacher/targets_train_dense" --set kd.temperature=2 --set kd.alpha=0.5
 
 {
   echo "| T \\ alpha | 0.25 | 0.5 | 0.75 | 1.0 |"
@@ -49,7 +55,9 @@ student "dense_T2_a0.5" --set "kd.targets=$exp/teacher/targets_train_dense" --se
     for a in 0.25 0.5 0.75 1.0; do row="$row | $(acc "$sw/scores/T${t}_a${a}.json")"; done
     echo "$row |"
   done
-  echo
-  echo "Top-10 (44 bytes/frame) vs dense (2 bytes x senones per frame) soft targets, T=2, alpha=0.5:"
-  echo "top-10 $(acc "$sw/scores/T2_a0.5.json")%, dense $(acc "$sw/scores/dense_T2_a0.5.json")%"
+  if [ "$dense" = true ]; then
+    echo
+    echo "Top-10 (44 bytes/frame) vs dense (2 bytes x senones per frame) soft targets, T=2, alpha=0.5:"
+    echo "top-10 $(acc "$sw/scores/T2_a0.5.json")%, dense $(acc "$sw/scores/dense_T2_a0.5.json")%"
+  fi
 } | tee "$sw/sweep.md"
