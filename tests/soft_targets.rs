@@ -201,33 +201,76 @@ fn frame_ranges_equal_the_whole_record_sliced() {
 }
 
 #[test]
-fn rest_mass_at_higher_temperature_is_an_upper_bound() {
+fn rest_mass_is_exact_at_t2_and_bounded_elsewhere() {
     let (s, k) = (200, 10);
     let dir = tempfile::tempdir().unwrap();
     let utts = corpus(2, 3, s);
     write_store(dir.path(), meta(k, s, false), &utts);
     let store = SoftTargetStore::open(dir.path()).unwrap();
+    let m = (s - k) as f64;
     for (utt, frames, logits) in &utts {
         let t = store.get(utt).unwrap();
+        assert_eq!(t.rest_lse_half.len(), *frames);
         let (p1, _) = t.probs_at(1.0, 0, *frames);
-        let (p2, r2) = t.probs_at(2.0, 0, *frames);
-        for f in 0..*frames {
-            let row = &logits[f * s..(f + 1) * s];
-            let true2 = softmax(row, 2.0);
-            let kept: Vec<usize> = t.ids[f * k..(f + 1) * k]
+        for temp in [1.5f32, 2.0, 4.0] {
+            let (p, rest) = t.probs_at(temp, 0, *frames);
+            for f in 0..*frames {
+                let row = &logits[f * s..(f + 1) * s];
+                let truth = softmax(row, temp as f64);
+                let kept: Vec<usize> = t.ids[f * k..(f + 1) * k]
+                    .iter()
+                    .map(|&i| i as usize)
+                    .collect();
+                let true_rest: f64 = (0..s).filter(|j| !kept.contains(j)).map(|j| truth[j]).sum();
+                let got = rest[f] as f64;
+                if temp == 2.0 {
+                    // Both stored sums are exact at T = 2 (up to the f16 kept logits).
+                    assert!(
+                        (got - true_rest).abs() <= 2e-3 * true_rest + 1e-6,
+                        "{utt} frame {f}: {got} vs {true_rest}"
+                    );
+                }
+                // Never above the even spread of the dropped mass (the largest possible tail).
+                let r1 = t.rest_lse[f] as f64;
+                let even = m.ln() + (r1 - m.ln()) / temp as f64;
+                let kept_sum: f64 = t.logits[f * k..(f + 1) * k]
+                    .iter()
+                    .map(|&l| (l as f64 / temp as f64).exp())
+                    .sum();
+                let upper = even.exp() / (even.exp() + kept_sum);
+                assert!(got <= upper * (1.0 + 1e-5) + 1e-7, "{got} > {upper}");
+                // Higher T flattens: the top id loses probability, the order stays.
+                assert!(p[f * k] <= p1[f * k] + 1e-6);
+                for j in 1..k {
+                    assert!(p[f * k + j] <= p[f * k + j - 1] + 1e-7);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn format_1_stores_are_read_with_the_even_spread() {
+    // A store written by format 1 (before the rest at T = 2): 2 utterances, k = 4 of 1,000.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/soft_targets_v1");
+    let store = SoftTargetStore::open(&dir).unwrap();
+    assert_eq!(store.bytes_per_frame(), 4 * 4 + 4);
+    assert_eq!(store.total_frames(), 650);
+    let m = 996f64;
+    for utt in store.utts().to_vec() {
+        let t = store.get(&utt).unwrap();
+        assert!(t.rest_lse_half.is_empty());
+        let (p2, r2) = t.probs_at(2.0, 0, t.frames);
+        for f in 0..t.frames {
+            let even = m.ln() + (t.rest_lse[f] as f64 - m.ln()) / 2.0;
+            let kept: Vec<f64> = t.logits[f * 4..(f + 1) * 4]
                 .iter()
-                .map(|&i| i as usize)
+                .map(|&l| (l as f64 / 2.0).exp())
                 .collect();
-            let true_rest2: f64 = (0..s).filter(|j| !kept.contains(j)).map(|j| true2[j]).sum();
-            assert!(
-                r2[f] as f64 >= true_rest2 * (1.0 - 2e-3) - 1e-6,
-                "{utt} frame {f}: {} < {true_rest2}",
-                r2[f]
-            );
-            // Higher T flattens: the top id loses probability, the order stays.
-            assert!(p2[f * k] <= p1[f * k] + 1e-6);
-            for j in 1..k {
-                assert!(p2[f * k + j] <= p2[f * k + j - 1] + 1e-7);
+            let z = kept.iter().sum::<f64>() + even.exp();
+            assert!((r2[f] as f64 - even.exp() / z).abs() < 1e-6);
+            for j in 0..4 {
+                assert!((p2[f * 4 + j] as f64 - kept[j] / z).abs() < 1e-6);
             }
         }
     }
@@ -563,10 +606,10 @@ fn kaldi_ark_import_matches_direct_write() {
 
 #[test]
 fn bytes_per_frame_and_file_sizes() {
-    // 44 bytes per frame at k = 10 (10 u16 ids, 10 f16 logits, one f32 rest); dense is 2·S.
+    // 48 bytes per frame at k = 10 (10 u16 ids, 10 f16 logits, two f32 rests); dense is 2·S.
     for (k, s, dense, want) in [
-        (10, 1000, false, 44),
-        (10, 2000, false, 44),
+        (10, 1000, false, 48),
+        (10, 2000, false, 48),
         (1000, 1000, true, 2000),
         (2000, 2000, true, 4000),
     ] {
@@ -585,6 +628,6 @@ fn bytes_per_frame_and_file_sizes() {
     let size = std::fs::metadata(dir.path().join("targets.1.bin"))
         .unwrap()
         .len() as usize;
-    let want: usize = utts.iter().map(|(u, f, _)| 24 + u.len() + f * 44).sum();
+    let want: usize = utts.iter().map(|(u, f, _)| 24 + u.len() + f * 48).sum();
     assert_eq!(size, want);
 }

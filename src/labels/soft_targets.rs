@@ -2,8 +2,9 @@
 //! be trained at any temperature later (DOMAIN.md §4).
 //!
 //! Per frame the store keeps the `k` largest teacher logits with their senone ids, plus `r`, the
-//! log-sum-exp of the `S - k` logits it drops. At k = 10 a frame costs 44 bytes (about 16 MB per
-//! hour at 100 frames/s, against 2.9 GB for dense f32 posteriors over 2,000 senones). A dense
+//! log-sum-exp of the `S - k` logits it drops at T = 1 and at T = 2. At k = 10 a frame costs 48
+//! bytes (about 17 MB per hour at 100 frames/s, against 2.9 GB for dense f32 posteriors over
+//! 2,000 senones). A dense
 //! store (`dense: true`, k = S) keeps every logit as f16 (2·S bytes per frame).
 //!
 //! # Directory
@@ -34,6 +35,7 @@
 //! 16+L     4         u32 flags: bit 0 = dense; other bits 0
 //! 20+L     4         u32 FNV-1a (32-bit) checksum of the payload
 //! 24+L     payload   sparse: F·k u16 ids | F·k f16 logits | F f32 rest log-sum-exp
+//!                            | F f32 rest log-sum-exp at T = 2 (format 2 on)
 //!                    dense:  F·S f16 logits (ids are 0..S, nothing is left over)
 //! ```
 //!
@@ -41,17 +43,22 @@
 //! the frame's largest logit (which becomes 0): a shift by a constant changes no softmax at any
 //! temperature, and it keeps the large values near 0, where f16 is most precise, and inside
 //! f16's range. Logits below -65504 are stored as -65504 (probability 0 at any T ≤ 1000).
-//! `rest` is -inf when nothing was dropped (k = S) or every dropped logit was -inf.
+//! `rest` is -inf when nothing was dropped (k = S) or every dropped logit was -inf. Format 1
+//! (still read) had no rest at T = 2.
 //!
 //! # Temperature with a stored rest
 //!
-//! Only the log-sum-exp `r` of the dropped logits at T = 1 is known. [`UttTargets::probs_at`]
-//! treats the dropped mass as spread evenly over the `m = S - k` other senones: each dropped
-//! logit is taken as `r - ln m`, so at temperature T the dropped senones have log-sum-exp
-//! `ln m + (r - ln m) / T`. At T = 1 this is exactly `r`, so the probabilities are exact there.
-//! At T > 1 an even spread is the largest tail that any dropped logits with that `r` could have
-//! (`Σ y^(1/T)` is concave in the probabilities `y`), so the rest mass is an upper bound of the
-//! true one; the kept ids' order is never changed.
+//! Two numbers describe the dropped logits `z_i` (relative to the frame's maximum): `r1 = ln Σ
+//! exp(z_i)` and `r2 = ln Σ exp(z_i / 2)`. [`UttTargets::probs_at`] takes the dropped logits
+//! as `n` equal ones at `v`, the one such tail with both: `ln n = 2 r2 - r1`, `v = r1 - ln n`
+//! (`1 <= n <= m = S - k` always holds, by the power-mean inequality), so at temperature T
+//! the dropped senones have log-sum-exp `ln n + v / T`. The rest mass is exact at T = 1 and
+//! T = 2 and interpolates between and beyond: on the synthetic recipe's teacher (1,000 senones,
+//! k = 10, 20,468 dev frames) the true rest mass at T = 1.5 / 3 / 4 is 0.240 / 0.595 / 0.742
+//! and this gives 0.254 / 0.524 / 0.608. With `r1` alone (format 1) the dropped mass is taken
+//! as spread evenly over the `m` senones, `ln m + (r1 - ln m) / T`: the largest tail any
+//! dropped logits with that `r1` could have (0.645 against the true 0.371 at T = 2 on that
+//! teacher). The kept ids' order is never changed.
 //!
 //! # Validation
 //!
@@ -75,7 +82,9 @@ use crate::features::kaldi_io::ArkReader;
 use crate::progress::BatchSummary;
 
 /// Version of the directory and record layout described in the module docs.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest layout this build still reads (no rest log-sum-exp at T = 2).
+const OLDEST_READABLE: u32 = 1;
 const MAGIC: &[u8; 4] = b"AMST";
 /// Longest utterance id a record may hold (a bound for the header check).
 const MAX_UTT_ID: usize = 4096;
@@ -102,12 +111,17 @@ pub struct SoftTargetMeta {
 }
 
 impl SoftTargetMeta {
-    /// Bytes of one frame in a record's payload: `4k + 4` sparse, `2S` dense.
+    /// Bytes of one frame in a record's payload: `4k + 8` sparse, `2S` dense.
     pub fn bytes_per_frame(&self) -> usize {
-        if self.dense {
-            2 * self.num_senones
-        } else {
-            4 * self.k + 4
+        self.bytes_per_frame_in(FORMAT_VERSION)
+    }
+
+    /// [`Self::bytes_per_frame`] in the layout of `format_version` (format 1: `4k + 4` sparse).
+    fn bytes_per_frame_in(&self, format_version: u32) -> usize {
+        match (self.dense, format_version) {
+            (true, _) => 2 * self.num_senones,
+            (false, 1) => 4 * self.k + 4,
+            (false, _) => 4 * self.k + 8,
         }
     }
 
@@ -340,9 +354,11 @@ impl SoftTargetWriter {
         let mut ids: Vec<u8> = Vec::new();
         let mut vals: Vec<u8> = Vec::with_capacity(frames * k * 2);
         let mut rest: Vec<u8> = Vec::new();
+        let mut rest_half: Vec<u8> = Vec::new();
         if !self.meta.dense {
             ids.reserve(frames * k * 2);
             rest.reserve(frames * 4);
+            rest_half.reserve(frames * 4);
         }
         for f in 0..frames {
             let row = &logits[f * s..(f + 1) * s];
@@ -391,13 +407,14 @@ impl SoftTargetWriter {
                 ids.extend_from_slice(&(j as u16).to_le_bytes());
                 vals.extend_from_slice(&enc(row[j as usize]));
             }
-            rest.extend_from_slice(
-                &(lse_shifted(dropped.iter().map(|&j| row[j as usize]), max) as f32).to_le_bytes(),
-            );
+            let dropped = || dropped.iter().map(|&j| row[j as usize]);
+            rest.extend_from_slice(&(lse_shifted(dropped(), max, 1.0) as f32).to_le_bytes());
+            rest_half.extend_from_slice(&(lse_shifted(dropped(), max, 0.5) as f32).to_le_bytes());
         }
         let mut payload = ids;
         payload.extend_from_slice(&vals);
         payload.extend_from_slice(&rest);
+        payload.extend_from_slice(&rest_half);
         debug_assert_eq!(payload.len(), frames * self.meta.bytes_per_frame());
 
         let mut head = Vec::with_capacity(24 + utt.len());
@@ -470,15 +487,14 @@ impl SoftTargetWriter {
     }
 }
 
-/// `ln Σ exp(x - max)` over `xs`, in f64 (-inf for none, or all -inf).
-fn lse_shifted(xs: impl Iterator<Item = f32> + Clone, max: f32) -> f64 {
-    let m = xs
-        .clone()
-        .fold(f64::NEG_INFINITY, |a, x| a.max(x as f64 - max as f64));
+/// `ln Σ exp(scale · (x - max))` over `xs`, in f64 (-inf for none, or all -inf).
+fn lse_shifted(xs: impl Iterator<Item = f32> + Clone, max: f32, scale: f64) -> f64 {
+    let shifted = move |x: f32| scale * (x as f64 - max as f64);
+    let m = xs.clone().map(shifted).fold(f64::NEG_INFINITY, f64::max);
     if m == f64::NEG_INFINITY {
         return m;
     }
-    let sum: f64 = xs.map(|x| (x as f64 - max as f64 - m).exp()).sum();
+    let sum: f64 = xs.map(|x| (shifted(x) - m).exp()).sum();
     m + sum.ln()
 }
 
@@ -668,13 +684,16 @@ pub struct UttTargets {
     pub logits: Vec<f32>,
     /// `[frames]` log-sum-exp (same shift) of the dropped logits; -inf when none.
     pub rest_lse: Vec<f32>,
+    /// `[frames]` log-sum-exp of the dropped logits halved (T = 2); empty for a store of
+    /// format 1, which did not keep it.
+    pub rest_lse_half: Vec<f32>,
 }
 
 impl UttTargets {
     /// Teacher probabilities at temperature `t` for frames `[start, start + len)`: the
     /// `[len, k]` probabilities of the kept ids, and the `[len]` probability mass of all the
-    /// dropped senones together (see the module docs for the approximation at T ≠ 1; exact at
-    /// T = 1). Each row and its rest sum to 1. Panics when the span leaves the utterance or
+    /// dropped senones together (see the module docs for the approximation at T other than 1
+    /// and 2, where it is exact). Each row and its rest sum to 1. Panics when the span leaves the utterance or
     /// `t` is not positive.
     pub fn probs_at(&self, t: f32, start: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
         assert!(t > 0.0 && t.is_finite(), "temperature {t} must be positive");
@@ -694,9 +713,13 @@ impl UttTargets {
         for f in start..start + len {
             let row = &self.logits[f * k..(f + 1) * k];
             let r = self.rest_lse[f] as f64;
-            // Log-sum-exp of the dropped senones at T, each taken as r - ln m.
+            // Log-sum-exp of the dropped senones at T: n equal logits at v (module docs).
             let b = if m > 0 && r > f64::NEG_INFINITY {
-                ln_m + (r - ln_m) / t
+                let ln_n = match self.rest_lse_half.get(f) {
+                    Some(&r2) => (2.0 * r2 as f64 - r).clamp(0.0, ln_m),
+                    None => ln_m,
+                };
+                ln_n + (r - ln_n) / t
             } else {
                 f64::NEG_INFINITY
             };
@@ -780,17 +803,17 @@ impl SoftTargetStore {
         let text = std::fs::read_to_string(&json_path).map_err(|e| Error::io(&json_path, e))?;
         let header: Header = serde_json::from_str(&text)
             .map_err(|e| Error::parse(&json_path, e.line(), e.to_string()))?;
-        if header.format_version != FORMAT_VERSION {
+        if !(OLDEST_READABLE..=FORMAT_VERSION).contains(&header.format_version) {
             return Err(Error::format(
                 &json_path,
                 format!(
-                    "format_version {} (this build reads {FORMAT_VERSION})",
+                    "format_version {} (this build reads {OLDEST_READABLE} to {FORMAT_VERSION})",
                     header.format_version
                 ),
             ));
         }
         header.meta.validate(&json_path.display().to_string())?;
-        if header.bytes_per_frame != header.meta.bytes_per_frame() {
+        if header.bytes_per_frame != header.meta.bytes_per_frame_in(header.format_version) {
             return Err(Error::format(
                 &json_path,
                 format!(
@@ -984,7 +1007,8 @@ impl SoftTargetStore {
             }
             e.verified.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        // Layout: ids u16 [all * k] (not for dense), logits f16 [all * k], rest f32 [all].
+        // Layout: ids u16 [all * k] (not for dense), logits f16 [all * k], rest f32 [all],
+        // rest at T = 2 f32 [all] (format 2 on).
         let (frames, n_all, n) = (len, all * k, len * k);
         let u16_at = |i: usize| u16::from_le_bytes([payload[2 * i], payload[2 * i + 1]]);
         let (ids, logit_base) = if meta.dense {
@@ -1011,20 +1035,28 @@ impl SoftTargetStore {
             }
             logits.push(v.to_f32());
         }
-        let rest_lse: Vec<f32> = if meta.dense {
-            vec![f32::NEG_INFINITY; frames]
-        } else {
-            let base = 4 * n_all;
+        // The f32 column at `base` (rest log-sum-exp at T = 1, then at T = 2).
+        let rest_column = |base: usize, what: &str| -> Result<Vec<f32>> {
             let mut r = Vec::with_capacity(frames);
             for f in start..start + frames {
                 let at = base + 4 * f;
                 let v = f32::from_le_bytes(payload[at..at + 4].try_into().expect("4 bytes"));
                 if v.is_nan() || v == f32::INFINITY {
-                    return Err(err(format!("frame {f}: rest log-sum-exp {v}")));
+                    return Err(err(format!("frame {f}: {what} {v}")));
                 }
                 r.push(v);
             }
-            r
+            Ok(r)
+        };
+        let (rest_lse, rest_lse_half) = if meta.dense {
+            (vec![f32::NEG_INFINITY; frames], Vec::new())
+        } else if self.header.format_version == 1 {
+            (rest_column(4 * n_all, "rest log-sum-exp")?, Vec::new())
+        } else {
+            (
+                rest_column(4 * n_all, "rest log-sum-exp")?,
+                rest_column(4 * n_all + 4 * all, "rest log-sum-exp at T = 2")?,
+            )
         };
         Ok(UttTargets {
             frames,
@@ -1033,6 +1065,7 @@ impl SoftTargetStore {
             ids,
             logits,
             rest_lse,
+            rest_lse_half,
         })
     }
 

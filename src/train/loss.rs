@@ -649,6 +649,7 @@ mod tests {
                 .collect(),
             logits: (0..frames).flat_map(|_| [0.0, -1.0]).collect(),
             rest_lse: vec![-2.0; frames],
+            rest_lse_half: vec![-1.0; frames],
         };
         let sb = SoftBatch::from_spans(&[(&u, 2, 2), (&u, 0, 1)], 1.0, 3, &Device::Cpu).unwrap();
         let p: Vec<Vec<f32>> = sb.probs().to_vec2().unwrap();
