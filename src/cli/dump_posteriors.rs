@@ -21,10 +21,10 @@ use amdistill::train::trainer::device;
 /// TEACHER is a trained model directory, or several joined by commas (an ensemble: the
 /// members' posteriors are averaged). Per frame, the --top-k highest logits are kept as f16
 /// with their senone ids as u16, plus the log-sum-exp of the others at T = 1 and T = 2 as f32
-/// (48 bytes per frame at k = 10); --dense keeps all of them. OUT_DIR/targets.json records the teacher, k, the
-/// senone table's identity and the frame shift; targets.scp, written last, marks the store
-/// complete. An utterance that fails is reported by name and left out; the run ends with
-/// "done N of M".
+/// (48 bytes per frame at k = 10); --dense keeps all of them. OUT_DIR/targets.json records
+/// the teacher, k, the senone table's identity and the frame shift; targets.scp, written
+/// last, marks the store complete. An utterance that fails is reported by name and left out;
+/// the run ends with "done N of M".
 ///
 /// With --import-ark, TEACHER is ignored: a Kaldi binary archive of matrices [frames, senones]
 /// (as nnet3-compute writes) is imported instead; --senones names the table its columns index.

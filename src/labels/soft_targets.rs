@@ -4,8 +4,8 @@
 //! Per frame the store keeps the `k` largest teacher logits with their senone ids, plus `r`, the
 //! log-sum-exp of the `S - k` logits it drops at T = 1 and at T = 2. At k = 10 a frame costs 48
 //! bytes (about 17 MB per hour at 100 frames/s, against 2.9 GB for dense f32 posteriors over
-//! 2,000 senones). A dense
-//! store (`dense: true`, k = S) keeps every logit as f16 (2·S bytes per frame).
+//! 2,000 senones). A dense store (`dense: true`, k = S) keeps every logit as f16 (2·S bytes
+//! per frame).
 //!
 //! # Directory
 //!
@@ -693,8 +693,8 @@ impl UttTargets {
     /// Teacher probabilities at temperature `t` for frames `[start, start + len)`: the
     /// `[len, k]` probabilities of the kept ids, and the `[len]` probability mass of all the
     /// dropped senones together (see the module docs for the approximation at T other than 1
-    /// and 2, where it is exact). Each row and its rest sum to 1. Panics when the span leaves the utterance or
-    /// `t` is not positive.
+    /// and 2, where it is exact). Each row and its rest sum to 1. Panics when the span leaves
+    /// the utterance or `t` is not positive.
     pub fn probs_at(&self, t: f32, start: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
         assert!(t > 0.0 && t.is_finite(), "temperature {t} must be positive");
         assert!(
