@@ -57,7 +57,7 @@ fi
   done
   if [ "$dense" = true ]; then
     echo
-    echo "Top-10 (44 bytes/frame) vs dense (2 bytes x senones per frame) soft targets, T=2, alpha=0.5:"
+    echo "Top-10 (48 bytes/frame) vs dense (2 bytes x senones per frame) soft targets, T=2, alpha=0.5:"
     echo "top-10 $(acc "$sw/scores/T2_a0.5.json")%, dense $(acc "$sw/scores/dense_T2_a0.5.json")%"
   fi
 } | tee "$sw/sweep.md"
