@@ -407,9 +407,9 @@ impl SoftTargetWriter {
                 ids.extend_from_slice(&(j as u16).to_le_bytes());
                 vals.extend_from_slice(&enc(row[j as usize]));
             }
-            let dropped = || dropped.iter().map(|&j| row[j as usize]);
-            rest.extend_from_slice(&(lse_shifted(dropped(), max, 1.0) as f32).to_le_bytes());
-            rest_half.extend_from_slice(&(lse_shifted(dropped(), max, 0.5) as f32).to_le_bytes());
+            let (r1, r2) = dropped_lse(dropped.iter().map(|&j| row[j as usize]), max);
+            rest.extend_from_slice(&(r1 as f32).to_le_bytes());
+            rest_half.extend_from_slice(&(r2 as f32).to_le_bytes());
         }
         let mut payload = ids;
         payload.extend_from_slice(&vals);
@@ -487,15 +487,21 @@ impl SoftTargetWriter {
     }
 }
 
-/// `ln Σ exp(scale · (x - max))` over `xs`, in f64 (-inf for none, or all -inf).
-fn lse_shifted(xs: impl Iterator<Item = f32> + Clone, max: f32, scale: f64) -> f64 {
-    let shifted = move |x: f32| scale * (x as f64 - max as f64);
-    let m = xs.clone().map(shifted).fold(f64::NEG_INFINITY, f64::max);
+/// `(ln Σ exp(x - max), ln Σ exp((x - max) / 2))` over `xs`, in f64 (both -inf for none, or
+/// all -inf): the dropped logits' log-sum-exp at T = 1 and T = 2, in one pass of `exp` (the
+/// T = 2 terms are the square roots of the T = 1 ones).
+fn dropped_lse(xs: impl Iterator<Item = f32> + Clone, max: f32) -> (f64, f64) {
+    let m = xs
+        .clone()
+        .fold(f64::NEG_INFINITY, |a, x| a.max(x as f64 - max as f64));
     if m == f64::NEG_INFINITY {
-        return m;
+        return (m, m);
     }
-    let sum: f64 = xs.map(|x| (shifted(x) - m).exp()).sum();
-    m + sum.ln()
+    let (s1, s2) = xs.fold((0f64, 0f64), |(s1, s2), x| {
+        let e = (x as f64 - max as f64 - m).exp();
+        (s1 + e, s2 + e.sqrt())
+    });
+    (m + s1.ln(), 0.5 * m + s2.ln())
 }
 
 /// Joins the `n` shards in `dir` written by [`SoftTargetWriter`]s with `Some((I, n))` into
