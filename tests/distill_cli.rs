@@ -97,6 +97,56 @@ fn teacher_soft_targets_students_scores_and_table() {
         s(&root.join("kd_online")),
         "--quiet",
     ]);
+    // Half the alignments dropped, as for an untranscribed set combined into train: with
+    // kd.untranscribed those utterances still train, on the teacher's targets alone; without
+    // it they are left out by name.
+    let half: String = std::fs::read_to_string(&corpus[1])
+        .unwrap()
+        .lines()
+        .step_by(2)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut half_corpus = corpus.clone();
+    half_corpus[1] = root.join("half_ali.txt");
+    std::fs::write(&half_corpus[1], half).unwrap();
+    let trained_frames = |extra: &str, name: &str| {
+        let cfg = config(
+            root,
+            name,
+            &half_corpus,
+            student,
+            &format!("[kd]\ntargets = \"{}\"\nalpha = 0.5\n{extra}", s(&targets)),
+        );
+        let out = ok(&["train", s(&cfg), s(&root.join(name))]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let frames: u64 = err
+            .split(" on ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no frame count in {err}"));
+        (frames, err)
+    };
+    let (all, err) = trained_frames("untranscribed = true", "kd_untranscribed");
+    assert!(!err.contains("no alignment"), "{err}");
+    let (aligned, err) = trained_frames("", "kd_half");
+    assert!(err.contains("features but no alignment; skipped"), "{err}");
+    let total: u64 = score_json(&targets.join("targets.json"))["frames"]
+        .as_u64()
+        .expect("targets.json records its frames");
+    assert_eq!(all, total, "every frame of the soft targets trains");
+    assert!(aligned < all && aligned > all / 3, "{aligned} of {all}");
+    // Train accuracy is over the aligned frames only: a number, not NaN.
+    let metrics = std::fs::read_to_string(root.join("kd_untranscribed/metrics.jsonl")).unwrap();
+    let last_epoch: serde_json::Value = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "epoch")
+        .last()
+        .unwrap_or_else(|| panic!("no epoch line in {metrics}"));
+    let acc = last_epoch["train_acc"].as_f64().unwrap();
+    assert!(acc > 0.0 && acc <= 1.0, "{last_epoch}");
+
     let kd_metrics = std::fs::read_to_string(root.join("kd/metrics.jsonl")).unwrap();
     assert!(
         kd_metrics.contains("soft_loss"),

@@ -10,7 +10,7 @@ use amdistill::features::kaldi_io::ArkWriter;
 use amdistill::features::store::FeatureStore;
 use amdistill::features::Matrix;
 use amdistill::labels::senone_pipeline::{CmvnGrouping, Normaliser};
-use amdistill::train::data::{Batch, LoaderConfig, TrainData, PAD_LABEL};
+use amdistill::train::data::{Batch, LoaderConfig, TrainData, PAD_LABEL, UNLABELLED};
 
 const CLASSES: usize = 50;
 
@@ -360,6 +360,50 @@ fn frame_counts_within_tolerance_are_fitted_and_beyond_it_skipped_by_name() {
     assert!(line.contains("7") && line.contains("10"), "{line}");
     assert!(skipped.iter().any(|s| s.contains("utt0004")));
     assert!(skipped.iter().any(|s| s.contains("ghost")));
+}
+
+#[test]
+fn untranscribed_utterances_are_kept_unlabelled_only_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let frames = vec![10, 7, 12];
+    make_store(tmp.path(), &frames, 3, 1);
+    let mut ali = alignments(&frames);
+    ali.remove("utt0001");
+    let open = || FeatureStore::open(tmp.path()).unwrap();
+    let (d, skipped) =
+        TrainData::with_untranscribed(open(), Normaliser::none(), ali.clone(), CLASSES).unwrap();
+    assert!(skipped.is_empty(), "{skipped:?}");
+    assert_eq!(d.utts(), &["utt0000", "utt0001", "utt0002"]);
+    assert_eq!(d.total_frames(), 29);
+    assert_eq!(d.labels(1), &[UNLABELLED; 7]);
+    assert_eq!(d.labels(2)[3], label(2, 3));
+    // Every frame of an epoch comes out once, the untranscribed ones as UNLABELLED.
+    let cfg = LoaderConfig {
+        chunk_frames: 4,
+        batch_frames: 8,
+        ..LoaderConfig::default()
+    };
+    let mut unlabelled = 0;
+    let mut real = 0;
+    for b in d.epoch(&cfg, 0, 0, 1, 0, 0).unwrap() {
+        let b = b.unwrap();
+        real += b.labelled_frames();
+        unlabelled += b.labels.iter().filter(|&&y| y == UNLABELLED).count();
+    }
+    assert_eq!((real, unlabelled), (29, 7));
+    // Without asking, it is left out by name.
+    let (d, skipped) = TrainData::new(open(), Normaliser::none(), ali, CLASSES).unwrap();
+    assert_eq!(d.utts(), &["utt0000", "utt0002"]);
+    assert!(skipped[0].contains("utt0001"), "{skipped:?}");
+    // Untranscribed alone is not a training set: a label must come from somewhere.
+    let e = TrainData::with_untranscribed(open(), Normaliser::none(), BTreeMap::new(), CLASSES)
+        .err()
+        .expect("an error")
+        .to_string();
+    assert!(
+        e.contains("no utterance has both features and an agreeing alignment"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -15,7 +15,9 @@ use anyhow::bail;
 /// for silence) and utt2synth.tsv (per-utterance voice, speaking rate, pitch, gain, noise, SNR
 /// and reverberation). Text: voice-assistant commands and sentences from a word list (the CMU
 /// dictionary of pocketsphinx-en-us, else /usr/share/dict/words); sentences are disjoint between
-/// splits; test_unseen is spoken by a voice held out of the others. The same options give
+/// splits; test_unseen is spoken by a voice held out of the others. With --untranscribed-hours,
+/// OUT_DIR/untranscribed holds more audio of the seen voices with only wav.scp, utt2spk and
+/// spk2utt (the KD student's unlabelled data). The same options give
 /// identical files; rerunning after a kill resumes. Needs flite (`apt-get install -y flite`).
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,6 +30,10 @@ pub struct Args {
     /// dev, test and test_unseen each get this fraction of --hours.
     #[arg(long, default_value_t = 0.1)]
     eval_fraction: f64,
+    /// Hours of untranscribed audio (OUT_DIR/untranscribed; 0: none). It is made after the
+    /// other splits, so adding or growing it later leaves them as they were.
+    #[arg(long, default_value_t = 0.0, value_name = "H")]
+    untranscribed_hours: f64,
     /// Random seed: the same seed and options give identical files.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -55,6 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out_dir: args.out_dir,
         train_hours: args.hours,
         eval_fraction: args.eval_fraction,
+        untranscribed_hours: args.untranscribed_hours,
         seed: args.seed,
         voices: args.voices,
         unseen_voice: args.unseen_voice,

@@ -180,6 +180,11 @@ pub struct KdSection {
     /// Learn from the teacher only on frames where its argmax is the label (Meng et al. 2019).
     #[serde(default)]
     pub conditional: bool,
+    /// Keep training utterances that have features but no alignment (an untranscribed set
+    /// combined into `data.train`): they learn from the teacher alone, `T² · KL` per frame
+    /// (Li et al. 2014). Off: they are left out, as for any model.
+    #[serde(default)]
+    pub untranscribed: bool,
 }
 
 fn default_temperature() -> f64 {

@@ -4,7 +4,8 @@
 //! FeatureStore + Normaliser + alignments --TrainData::new--> usable utterances (store order)
 //! TrainData::epoch(cfg, left, right, seed, epoch, skip) --> BatchIter of Batch:
 //!   feats  [chunks, chunk_frames + left + right, dim]   CMVN applied, edges repeat the end frames
-//!   labels [chunks, chunk_frames]                        PAD_LABEL past an utterance's end
+//!   labels [chunks, chunk_frames]                        PAD_LABEL past an utterance's end,
+//!                                                        UNLABELLED on untranscribed utterances
 //! ```
 //!
 //! Each utterance is cut into chunks of `chunk_frames` labelled frames (the last one padded), so
@@ -38,6 +39,10 @@ use crate::labels::senone_pipeline::Normaliser;
 
 /// Label of a frame that is not there: a chunk that runs past its utterance's end.
 pub const PAD_LABEL: u32 = u32::MAX;
+
+/// Label of a real frame without an alignment (an untranscribed utterance kept by
+/// [`TrainData::with_untranscribed`]): only a teacher's soft targets can train on it.
+pub const UNLABELLED: u32 = u32::MAX - 1;
 
 /// How batches are cut, shuffled and prepared (`[loader]` of the training config).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -133,7 +138,7 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Frames with a real label (not [`PAD_LABEL`]).
+    /// Real frames (not [`PAD_LABEL`]; [`UNLABELLED`] ones included).
     pub fn labelled_frames(&self) -> usize {
         self.spans.iter().map(|s| s.len as usize).sum()
     }
@@ -172,9 +177,31 @@ impl TrainData {
         labels: BTreeMap<String, Vec<u32>>,
         num_classes: usize,
     ) -> Result<(Self, Vec<String>)> {
-        if num_classes == 0 || num_classes > PAD_LABEL as usize {
+        Self::build(store, normaliser, labels, num_classes, false)
+    }
+
+    /// As [`TrainData::new`], but utterances with features and no alignment are kept, every
+    /// frame labelled [`UNLABELLED`] (for a KD student learning from a teacher alone there).
+    /// There must still be at least one aligned utterance.
+    pub fn with_untranscribed(
+        store: FeatureStore,
+        normaliser: Normaliser,
+        labels: BTreeMap<String, Vec<u32>>,
+        num_classes: usize,
+    ) -> Result<(Self, Vec<String>)> {
+        Self::build(store, normaliser, labels, num_classes, true)
+    }
+
+    fn build(
+        store: FeatureStore,
+        normaliser: Normaliser,
+        labels: BTreeMap<String, Vec<u32>>,
+        num_classes: usize,
+        keep_untranscribed: bool,
+    ) -> Result<(Self, Vec<String>)> {
+        if num_classes == 0 || num_classes >= UNLABELLED as usize {
             return Err(Error::config(format!(
-                "number of classes must be in 1..{PAD_LABEL}, got {num_classes}"
+                "number of classes must be in 1..{UNLABELLED}, got {num_classes}"
             )));
         }
         for (utt, ids) in &labels {
@@ -209,8 +236,10 @@ impl TrainData {
                 report.tolerance
             ));
         }
-        for u in &report.missing_labels {
-            skipped.push(format!("utterance {u}: features but no alignment; skipped"));
+        if !keep_untranscribed {
+            for u in &report.missing_labels {
+                skipped.push(format!("utterance {u}: features but no alignment; skipped"));
+            }
         }
         for u in &report.missing_features {
             skipped.push(format!(
@@ -222,9 +251,15 @@ impl TrainData {
         let mut utts = Vec::new();
         let mut frames = Vec::new();
         let mut kept = Vec::new();
+        let mut aligned = 0usize;
         for utt in store.utts() {
             let n = feature_frames[utt];
             let Some(mut ids) = labels.remove(utt) else {
+                if keep_untranscribed && n > 0 {
+                    utts.push(utt.clone());
+                    frames.push(n);
+                    kept.push(vec![UNLABELLED; n]);
+                }
                 continue;
             };
             if ids.len().abs_diff(n) > report.tolerance {
@@ -244,8 +279,9 @@ impl TrainData {
             utts.push(utt.clone());
             frames.push(n);
             kept.push(ids);
+            aligned += 1;
         }
-        if utts.is_empty() {
+        if aligned == 0 {
             return Err(Error::Mismatch(format!(
                 "{}: no utterance has both features and an agreeing alignment ({} left out{})",
                 store.dir().display(),

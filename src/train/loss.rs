@@ -8,6 +8,10 @@
 //! and they are left out of the mean's denominator), so callers may either drop padded rows
 //! first (the trainer does, which saves the compute) or pass them through.
 //!
+//! Untranscribed frames: a label equal to [`UNLABELLED`] marks a real frame without an
+//! alignment. Only [`kd_loss`] takes them: they get the soft term alone, at full weight
+//! (`T² · KL`), and count in the mean's denominator; the other losses refuse them.
+//!
 //! The losses are computed in f32 (f64 when the logits are f64, for gradient checks), whatever
 //! the model's dtype. Labels are read to the host once per call to build the mask and to check
 //! them against `S` (a label out of range would make `gather` read out of bounds on a GPU).
@@ -15,17 +19,28 @@
 use candle_core::{DType, Device, Result, Tensor, D};
 
 use crate::labels::soft_targets::UttTargets;
-use crate::train::data::PAD_LABEL;
+use crate::train::data::{PAD_LABEL, UNLABELLED};
 
-/// Per-frame weights `[N]` (1 for labelled frames, 0 for padding), labels with padding
-/// replaced by 0 (safe to gather), and the number of labelled frames.
+/// Per-frame weights `[N]` (1 for labelled frames, 0 for padding and untranscribed frames),
+/// labels with those replaced by 0 (safe to gather), which rows are untranscribed, and the
+/// number of frames the mean is over (labelled and untranscribed).
 struct Valid {
     mask: Tensor,
     labels: Tensor,
+    unlabelled: Vec<bool>,
     count: usize,
 }
 
-fn valid_rows(labels: &Tensor, n: usize, s: usize, dtype: DType, device: &Device) -> Result<Valid> {
+/// Checks `labels` `[n]` against `s` senones; [`UNLABELLED`] is an error unless
+/// `unlabelled_ok`.
+fn valid_rows(
+    labels: &Tensor,
+    n: usize,
+    s: usize,
+    dtype: DType,
+    device: &Device,
+    unlabelled_ok: bool,
+) -> Result<Valid> {
     if labels.dims() != [n] {
         candle_core::bail!(
             "labels have shape {:?}, the logits {n} rows: expected [{n}]",
@@ -35,11 +50,22 @@ fn valid_rows(labels: &Tensor, n: usize, s: usize, dtype: DType, device: &Device
     let host: Vec<u32> = labels.to_dtype(DType::U32)?.to_vec1()?;
     let mut mask = Vec::with_capacity(n);
     let mut safe = Vec::with_capacity(n);
+    let mut unlabelled = vec![false; n];
     let mut count = 0;
     for (i, &y) in host.iter().enumerate() {
         if y == PAD_LABEL {
             mask.push(0f32);
             safe.push(0u32);
+        } else if y == UNLABELLED {
+            if !unlabelled_ok {
+                candle_core::bail!(
+                    "row {i} is an untranscribed frame: only the KD loss can train on it"
+                );
+            }
+            mask.push(0f32);
+            safe.push(0u32);
+            unlabelled[i] = true;
+            count += 1;
         } else if (y as usize) < s {
             mask.push(1.0);
             safe.push(y);
@@ -51,6 +77,7 @@ fn valid_rows(labels: &Tensor, n: usize, s: usize, dtype: DType, device: &Device
     Ok(Valid {
         mask: Tensor::from_vec(mask, n, device)?.to_dtype(dtype)?,
         labels: Tensor::from_vec(safe, n, device)?,
+        unlabelled,
         count,
     })
 }
@@ -92,7 +119,7 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, label_smoothing: f64) -> 
     }
     let (n, s) = rows_and_senones(logits, "cross_entropy")?;
     let dt = loss_dtype(logits);
-    let v = valid_rows(labels, n, s, dt, logits.device())?;
+    let v = valid_rows(labels, n, s, dt, logits.device(), false)?;
     let logp = candle_nn::ops::log_softmax(&logits.to_dtype(dt)?, D::Minus1)?;
     let mut per = nll_rows(&logp, &v.labels)?;
     if label_smoothing > 0.0 {
@@ -264,9 +291,9 @@ pub struct KdLoss {
     /// Mean over labelled frames of the hard term's contribution, `(1 - alpha) · CE` (`CE` on
     /// frames a conditional loss keeps hard).
     pub hard: f64,
-    /// Labelled frames that got the soft term.
+    /// Frames that got the soft term (untranscribed ones included).
     pub soft_frames: usize,
-    /// Labelled frames.
+    /// Frames the means are over: labelled and untranscribed.
     pub frames: usize,
 }
 
@@ -274,7 +301,8 @@ pub struct KdLoss {
 /// `alpha · T² · KL(p_t^T ‖ p_s^T) + (1 - alpha) · CE(y, p_s)`, mean over labelled frames.
 /// `student_logits` is `[N, S]`, `teacher` holds `p_t^T` `[N, S]`, `labels` `[N]`. With
 /// `cfg.conditional` the soft term applies only where `argmax p_t = y`; elsewhere the frame's
-/// loss is `CE(y, p_s)` alone.
+/// loss is `CE(y, p_s)` alone. A frame labelled [`UNLABELLED`] gets `T² · KL(p_t^T ‖ p_s^T)`
+/// alone (conditional or not: there is no label to check the teacher against).
 pub fn kd_loss(
     student_logits: &Tensor,
     teacher: &SoftBatch,
@@ -297,7 +325,7 @@ pub fn kd_loss(
     }
     let dt = loss_dtype(student_logits);
     let device = student_logits.device();
-    let v = valid_rows(labels, n, s, dt, device)?;
+    let v = valid_rows(labels, n, s, dt, device, true)?;
     let z = student_logits.to_dtype(dt)?;
     let pt = teacher.probs.to_dtype(dt)?;
 
@@ -312,11 +340,18 @@ pub fn kd_loss(
     } else {
         mask.clone()
     };
-    let soft_frames = soft_w.iter().filter(|&&w| w > 0.0).count();
+    let untranscribed = v.unlabelled.iter().filter(|&&u| u).count();
+    let soft_frames = soft_w.iter().filter(|&&w| w > 0.0).count() + untranscribed;
 
-    // Soft term: mean over labelled frames of alpha T^2 KL(p_t || p_s^T), one fused pass.
+    // Soft term: mean over frames of alpha T^2 KL(p_t || p_s^T) (T^2 KL on untranscribed
+    // frames, which have nothing else to learn from), one fused pass.
     let k = cfg.alpha * t * t / v.count.max(1) as f64;
-    let row_w: Vec<f64> = soft_w.iter().map(|&w| w * k).collect();
+    let k_untranscribed = t * t / v.count.max(1) as f64;
+    let row_w: Vec<f64> = soft_w
+        .iter()
+        .zip(&v.unlabelled)
+        .map(|(&w, &u)| if u { k_untranscribed } else { w * k })
+        .collect();
     let soft =
         crate::nn::weighted_soft_kl(&z, &pt, &row_w, &teacher.neg_entropy, t)?.to_dtype(dt)?;
     // Hard term: -log p_s(y) at T = 1, weight 1 - alpha on soft frames, 1 on the others
@@ -455,6 +490,59 @@ mod tests {
         assert!((scalar(&l.total) - 2f64.ln() / 2.0).abs() < 1e-12);
         // Unconditional alpha = 1 has no hard term at all.
         assert!(kd(&z, &t, &y, 2.0, 1.0, false).hard.abs() < 1e-15);
+    }
+
+    #[test]
+    fn untranscribed_rows_learn_from_the_teacher_alone() {
+        let (z, t, _) = example();
+        let d = Device::Cpu;
+        // Frame 0 untranscribed: T² KL0 whatever alpha; frame 1 labelled 0 as before:
+        // alpha T² KL1 + (1 - alpha) CE1 = (1 - alpha) ln 1.5 (KL1 = 0). Mean over both.
+        let y = Tensor::new(&[UNLABELLED, 0], &d).unwrap();
+        let kl0_t1 = LN3 / 3.0;
+        let zz = 3f64.sqrt() + 2f64.sqrt() + 1.0;
+        let kl0_t2 = (3f64.sqrt() - 1.0) / zz * LN3 / 2.0;
+        let ce1 = 1.5f64.ln();
+        let cases = [
+            (1.0, 0.5, (kl0_t1 + 0.5 * ce1) / 2.0),
+            (1.0, 0.0, (kl0_t1 + ce1) / 2.0),
+            (2.0, 0.5, (4.0 * kl0_t2 + 0.5 * ce1) / 2.0),
+            (2.0, 1.0, 4.0 * kl0_t2 / 2.0),
+        ];
+        for (temp, alpha, want) in cases {
+            for cond in [false, true] {
+                let l = kd(&z, &t, &y, temp, alpha, cond);
+                let got = scalar(&l.total);
+                assert!(
+                    (got - want).abs() < 1e-12,
+                    "T={temp} alpha={alpha} conditional={cond}: {got} vs {want}"
+                );
+                assert!((l.hard - (1.0 - alpha) * ce1 / 2.0).abs() < 1e-12);
+                assert_eq!(l.frames, 2);
+            }
+        }
+        // The untranscribed row gets a gradient (the teacher pulls it), not a label's.
+        let v = Var::from_tensor(&z).unwrap();
+        let soft = SoftBatch::from_logits(&t, 1.0).unwrap();
+        let cfg = KdConfig {
+            temperature: 1.0,
+            alpha: 0.0,
+            conditional: false,
+        };
+        let g = kd_loss(v.as_tensor(), &soft, &y, &cfg)
+            .unwrap()
+            .total
+            .backward()
+            .unwrap();
+        let g: Vec<Vec<f64>> = g.get(v.as_tensor()).unwrap().to_vec2().unwrap();
+        // d/dz of KL(p_t || softmax z) / 2 = (p_s - p_t) / 2.
+        let want = [(1.0 / 6.0 - 0.5) / 2.0, 0.0, (0.5 - 1.0 / 6.0) / 2.0];
+        for (a, b) in g[0].iter().zip(want) {
+            assert!((a - b).abs() < 1e-12, "{:?}", g[0]);
+        }
+        // The other losses need labels.
+        let e = cross_entropy(&z, &y, 0.0).unwrap_err();
+        assert!(e.to_string().contains("untranscribed"), "{e}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::models::AcousticModel;
 use crate::nn::{AdamW, AdamWConfig};
 use crate::train::checkpoint::{load_safetensors, load_vars, save_safetensors, sorted_vars};
 use crate::train::config::{CmvnMode, Schedule, TrainConfig};
-use crate::train::data::{Batch, TrainData, PAD_LABEL};
+use crate::train::data::{Batch, TrainData, PAD_LABEL, UNLABELLED};
 use crate::train::kd::Distiller;
 use crate::train::loss::cross_entropy;
 use crate::train::trained::{log_priors, CmvnCard, GlobalCmvn, ModelCard, MODEL_FORMAT};
@@ -53,6 +53,7 @@ pub struct Progress {
     /// Running sums over the epoch so far (for its train loss and accuracy).
     pub epoch_loss_sum: f64,
     pub epoch_correct: u64,
+    /// Aligned frames of the epoch so far (the train accuracy's denominator).
     pub epoch_frames: u64,
     pub epoch_batches: u64,
     /// Best validation accuracy so far and the epoch (1-based) it came from.
@@ -104,7 +105,12 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
     let normaliser = cmvn.normaliser(&train_store)?;
     let frame_shift = train_store.frame_shift();
     let fbank = train_store.options().cloned();
-    let (train_data, skipped) = TrainData::new(train_store, normaliser, train_ali, num_senones)?;
+    let untranscribed = cfg.kd.as_ref().is_some_and(|kd| kd.untranscribed);
+    let (train_data, skipped) = if untranscribed {
+        TrainData::with_untranscribed(train_store, normaliser, train_ali, num_senones)?
+    } else {
+        TrainData::new(train_store, normaliser, train_ali, num_senones)?
+    };
     report_skipped(&cfg.data.train, &skipped, quiet);
     let valid_data = match (&cfg.data.valid, &cfg.data.valid_ali) {
         (Some(v), Some(a)) => {
@@ -317,7 +323,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
             progress.epoch_batches += 1;
             progress.epoch_loss_sum += out_step.loss;
             progress.epoch_correct += out_step.correct;
-            progress.epoch_frames += out_step.frames;
+            progress.epoch_frames += out_step.aligned;
             frames_trained += out_step.frames;
             epoch_frames_now += out_step.frames;
             bar.inc(1);
@@ -332,7 +338,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
                 metrics.write(&serde_json::json!({
                     "kind": "step", "step": progress.step, "epoch": epoch + 1, "lr": lr,
                     "loss": out_step.loss, "soft_loss": out_step.soft, "hard_loss": out_step.hard,
-                    "acc": out_step.correct as f64 / out_step.frames.max(1) as f64,
+                    "acc": out_step.correct as f64 / out_step.aligned.max(1) as f64,
                     "frames_per_s": fps,
                 }))?;
             }
@@ -455,8 +461,12 @@ struct StepOutput {
     loss: f64,
     soft: Option<f64>,
     hard: Option<f64>,
+    /// Argmax equal to the label, of `aligned` frames.
     correct: u64,
+    /// Frames trained on (padding excluded).
     frames: u64,
+    /// Of those, frames with an alignment (not untranscribed).
+    aligned: u64,
 }
 
 /// Forward, loss and backward of one batch.
@@ -519,6 +529,8 @@ fn train_step(
         .and_then(|p| p.to_vec1())
         .map_err(&c)?;
     let correct = pred.iter().zip(&labels).filter(|(a, b)| a == b).count() as u64;
+    // Accuracy is over aligned frames; untranscribed ones have nothing to compare with.
+    let aligned = labels.iter().filter(|&&y| y != UNLABELLED).count();
     let grads = if loss_value.is_finite() {
         Some(loss.backward().map_err(&c)?)
     } else {
@@ -531,6 +543,7 @@ fn train_step(
         hard,
         correct,
         frames: n as u64,
+        aligned: aligned as u64,
     })
 }
 

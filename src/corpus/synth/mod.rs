@@ -10,6 +10,8 @@
 //!     phones.ctm                     flite's phones (lowercase ARPAbet, `pau` = silence)
 //!     utt2synth.tsv                  per-utterance synthesis and augmentation parameters
 //!     synth/<utt>.json               per-utterance record; an utterance with one is complete
+//! untranscribed/                     with --untranscribed-hours: the seen voices' audio for
+//!                                    teacher-student learning, without text or phones.ctm
 //! ```
 //!
 //! Sentences ([`text`]) are disjoint between splits; `test_unseen` is spoken by a voice held
@@ -72,10 +74,15 @@ pub enum Split {
     Test,
     /// Spoken by the held-out voice only.
     TestUnseen,
+    /// Audio of the seen voices without transcripts or phone times (only wav.scp, utt2spk,
+    /// spk2utt): the teacher labels it for the KD student, as a voice assistant's
+    /// untranscribed logs would be. Made last, so it never changes the other splits.
+    Untranscribed,
 }
 
 impl Split {
-    /// Every split, in the order they are made.
+    /// Every transcribed split, in the order they are made ([`Split::Untranscribed`] follows
+    /// when asked for).
     pub const ALL: [Split; 4] = [Split::Train, Split::Dev, Split::Test, Split::TestUnseen];
 
     /// Directory name under `OUT_DIR`.
@@ -85,6 +92,7 @@ impl Split {
             Split::Dev => "dev",
             Split::Test => "test",
             Split::TestUnseen => "test_unseen",
+            Split::Untranscribed => "untranscribed",
         }
     }
 
@@ -95,6 +103,7 @@ impl Split {
             Split::Dev => 2,
             Split::Test => 3,
             Split::TestUnseen => 4,
+            Split::Untranscribed => 6,
         }
     }
 }
@@ -111,6 +120,8 @@ pub struct SynthOptions {
     pub train_hours: f64,
     /// dev, test and test_unseen each get this fraction of `train_hours`.
     pub eval_fraction: f64,
+    /// Hours of the untranscribed split (0: none).
+    pub untranscribed_hours: f64,
     pub seed: u64,
     /// Voices of train, dev and test (flite names).
     pub voices: Vec<String>,
@@ -132,6 +143,7 @@ impl SynthOptions {
             out_dir: out_dir.into(),
             train_hours: 2.0,
             eval_fraction: 0.1,
+            untranscribed_hours: 0.0,
             seed: 0,
             voices: vec!["kal16".into(), "awb".into(), "slt".into()],
             unseen_voice: "rms".into(),
@@ -156,6 +168,14 @@ impl SynthOptions {
             return Err(Error::config(format!(
                 "--eval-fraction must be in (0, 1], got {}",
                 self.eval_fraction
+            )));
+        }
+        if !(self.untranscribed_hours.is_finite()
+            && (0.0..=10_000.0).contains(&self.untranscribed_hours))
+        {
+            return Err(Error::config(format!(
+                "--untranscribed-hours must be in [0, 10000], got {}",
+                self.untranscribed_hours
             )));
         }
         if !(8000..=48000).contains(&self.sample_rate) {
@@ -199,6 +219,10 @@ struct SynthConfig {
     /// Numbers as Rust prints them (shortest round-trip form), compared as text.
     train_hours: String,
     eval_fraction: String,
+    /// Empty when there is no untranscribed split (and absent from older files). It may
+    /// change between runs into one directory: that split comes last, so the others stay.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    untranscribed_hours: String,
     voices: Vec<String>,
     unseen_voice: String,
     sample_rate: u32,
@@ -357,6 +381,11 @@ fn run(
             seed: opts.seed,
             train_hours: opts.train_hours.to_string(),
             eval_fraction: opts.eval_fraction.to_string(),
+            untranscribed_hours: if opts.untranscribed_hours > 0.0 {
+                opts.untranscribed_hours.to_string()
+            } else {
+                String::new()
+            },
             voices: opts.voices.clone(),
             unseen_voice: opts.unseen_voice.clone(),
             sample_rate: opts.sample_rate,
@@ -387,9 +416,11 @@ fn run(
     let mut reports = Vec::new();
     let mut failures = Vec::new();
     let mut attempted = 0usize;
-    for split in Split::ALL {
+    let untranscribed = (opts.untranscribed_hours > 0.0).then_some(Split::Untranscribed);
+    for split in Split::ALL.into_iter().chain(untranscribed) {
         let hours = match split {
             Split::Train => opts.train_hours,
+            Split::Untranscribed => opts.untranscribed_hours,
             _ => opts.train_hours * opts.eval_fraction,
         };
         let split_dir = out_dir.join(split.name());
@@ -452,7 +483,8 @@ fn run(
                 break;
             }
         }
-        write_split(&split_dir, &records, opts.sample_rate)?;
+        let transcribed = split != Split::Untranscribed;
+        write_split(&split_dir, &records, opts.sample_rate, transcribed)?;
         reports.push(SplitReport {
             split,
             utterances: records.len(),
@@ -494,7 +526,11 @@ fn check_config(out_dir: &Path, config: &SynthConfig) -> Result<()> {
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let old: SynthConfig = serde_json::from_str(&text)
             .map_err(|e| Error::parse(&path, e.line(), e.to_string()))?;
-        if &old != config {
+        let same_but_untranscribed = SynthConfig {
+            untranscribed_hours: config.untranscribed_hours.clone(),
+            ..old.clone()
+        } == *config;
+        if !same_but_untranscribed {
             return Err(Error::Mismatch(format!(
                 "{} was made with other options ({}); use another OUT_DIR or delete this one \
                  (now: {})",
@@ -503,7 +539,9 @@ fn check_config(out_dir: &Path, config: &SynthConfig) -> Result<()> {
                 serde_json::to_string(config).unwrap_or_default()
             )));
         }
-        return Ok(());
+        if old == *config {
+            return Ok(());
+        }
     }
     let json = serde_json::to_string_pretty(config).map_err(|e| Error::config(e.to_string()))?;
     write_atomic(&path, |w| writeln!(w, "{json}"))
@@ -770,10 +808,16 @@ fn write_wav(path: &Path, samples: &[i16], sample_rate: u32) -> Result<()> {
     write_atomic(path, |f| f.write_all(&bytes))
 }
 
-/// Writes a split's data directory, `phones.ctm` and `utt2synth.tsv` from its records.
-fn write_split(dir: &Path, records: &[UttRecord], sample_rate: u32) -> Result<()> {
+/// Writes a split's data directory, `phones.ctm` (when `transcribed`; else no `text` either)
+/// and `utt2synth.tsv` from its records.
+fn write_split(
+    dir: &Path,
+    records: &[UttRecord],
+    sample_rate: u32,
+    transcribed: bool,
+) -> Result<()> {
     let mut data = DataDir {
-        text: Some(BTreeMap::new()),
+        text: transcribed.then(BTreeMap::new),
         ..Default::default()
     };
     let mut ctm = BTreeMap::new();
@@ -788,7 +832,9 @@ fn write_split(dir: &Path, records: &[UttRecord], sample_rate: u32) -> Result<()
         ctm.insert(r.utt.clone(), r.phone_segments());
     }
     data.write(dir)?;
-    write_ctm(dir.join("phones.ctm"), &ctm)?;
+    if transcribed {
+        write_ctm(dir.join("phones.ctm"), &ctm)?;
+    }
     let mut sorted: Vec<&UttRecord> = records.iter().collect();
     sorted.sort_by(|a, b| a.utt.cmp(&b.utt));
     write_atomic(dir.join("utt2synth.tsv"), |w| {
