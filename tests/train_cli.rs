@@ -178,6 +178,29 @@ fn trains_resumes_exactly_and_refuses_mismatches() {
     let out = amdistill(&["train", s(&cfg2), s(&part), "--resume", "--quiet"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another configuration") && err.contains("[model] "),
+        "{err}"
+    );
+    // So is any other change to what is learned (a finished run would otherwise be taken for
+    // the new configuration's), naming the setting; the loop's length may change.
+    let out = amdistill(&[
+        "train",
+        s(&cfg),
+        s(&part),
+        "--resume",
+        "--quiet",
+        "--set",
+        "optim.lr=0.01",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[optim] lr was"), "{err}");
+    // Without the run's train.toml, the checkpoint's shapes still catch another architecture.
+    std::fs::remove_file(part.join("train.toml")).unwrap();
+    let out = amdistill(&["train", s(&cfg2), s(&part), "--resume", "--quiet"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("shape") && err.contains("step-"), "{err}");
 }
 

@@ -6,10 +6,13 @@
 #   stage_alignments    make-alignments with $exp/tree    -> $exp/ali/<split>/ali.txt
 #                       (phone times: $ctm_dir/<split>/phones.ctm when set, else the store's)
 #   stage_teacher       train conf/teacher.toml           -> $exp/teacher
-#   stage_soft_targets  teacher's top-10 logits on train  -> $exp/teacher/targets_train
-#                       ($nj shards, as stage_features)
+#   stage_soft_targets  teacher's top-10 logits on the KD training set -> $exp/teacher/targets_<set>
+#                       ($nj shards, as stage_features); the set is train, or with
+#                       $untranscribed_data train and that data directory combined into
+#                       $data/train_kd (features and CMVN as stage_features)
 #   stage_student_hard  train conf/student_hard.toml      -> $exp/student_hard
 #   stage_student_kd    train conf/student_kd.toml on the soft targets -> $exp/student_kd
+#                       (untranscribed utterances learn from the teacher alone)
 #   stage_score         score the three on $test_splits   -> $exp/scores/<split>/<model>.json
 #   stage_export        bundle the KD student, score its int8 weights, stream check
 #                                                         -> $exp/export/student_kd
@@ -18,7 +21,8 @@
 # Variables read: amdistill (the binary), data (with fbank/<split>), exp (with tree/ and
 # ali/<split>/ali.txt), splits (every split), test_splits, ctm_dir (may be empty), teacher_opts and student_opts (extra `train` options, may
 # be empty), kd_opts (extra options of the KD student alone; may be unset), stream_data (a data
-# directory whose first two recordings are streamed).
+# directory whose first two recordings are streamed), untranscribed_data (a data directory of
+# audio without text for the KD student; may be unset or empty).
 
 _common="$(dirname "${BASH_SOURCE[0]}")"
 . "$_common/cmd.sh"
@@ -28,15 +32,22 @@ stage_validate() {
   for s in $splits; do "$amdistill" validate-data-dir "$data/$s"; done
 }
 
+features_of() {  # features_of SPLIT: $data/SPLIT -> $data/fbank/SPLIT with per-speaker CMVN stats
+  local s="$1"
+  if [ "$nj" -gt 1 ]; then
+    run_sharded "$nj" "$exp/log/fbank_$s" "$amdistill" compute-fbank --config=conf/fbank.conf "$data/$s" "$data/fbank/$s"
+  else
+    "$amdistill" compute-fbank --config=conf/fbank.conf "$data/$s" "$data/fbank/$s" 2>&1 | tee "$exp/log/fbank_$s.log"
+  fi
+  "$amdistill" compute-cmvn --per spk "$data/fbank/$s" 2>&1 | tee -a "$exp/log/fbank_$s.log"
+}
+
 stage_features() {
-  for s in $splits; do
-    if [ "$nj" -gt 1 ]; then
-      run_sharded "$nj" "$exp/log/fbank_$s" "$amdistill" compute-fbank --config=conf/fbank.conf "$data/$s" "$data/fbank/$s"
-    else
-      "$amdistill" compute-fbank --config=conf/fbank.conf "$data/$s" "$data/fbank/$s" 2>&1 | tee "$exp/log/fbank_$s.log"
-    fi
-    "$amdistill" compute-cmvn --per spk "$data/fbank/$s" 2>&1 | tee -a "$exp/log/fbank_$s.log"
-  done
+  for s in $splits; do features_of "$s"; done
+}
+
+kd_set() {  # the KD student's training set: train, or train_kd with untranscribed data
+  if [ -n "${untranscribed_data:-}" ]; then echo train_kd; else echo train; fi
 }
 
 stage_alignments() {
@@ -61,11 +72,17 @@ stage_teacher() {
 }
 
 stage_soft_targets() {
+  local set; set=$(kd_set)
+  if [ "$set" = train_kd ]; then
+    "$amdistill" validate-data-dir --no-text "$untranscribed_data"
+    combine_data_dirs "$data/train_kd" "$data/train" "$untranscribed_data"
+    features_of train_kd
+  fi
   if [ "$nj" -gt 1 ]; then
     run_sharded "$nj" "$exp/log/dump_posteriors" \
-      "$amdistill" dump-posteriors "$exp/teacher" "$data/fbank/train" "$exp/teacher/targets_train" --top-k 10
+      "$amdistill" dump-posteriors "$exp/teacher" "$data/fbank/$set" "$exp/teacher/targets_$set" --top-k 10
   else
-    "$amdistill" dump-posteriors "$exp/teacher" "$data/fbank/train" "$exp/teacher/targets_train" --top-k 10 \
+    "$amdistill" dump-posteriors "$exp/teacher" "$data/fbank/$set" "$exp/teacher/targets_$set" --top-k 10 \
       2>&1 | tee "$exp/log/dump_posteriors.log"
   fi
 }
@@ -77,9 +94,13 @@ stage_student_hard() {
 }
 
 stage_student_kd() {
+  local set; set=$(kd_set)
+  local unt=()  # the combined set's untranscribed utterances train on the soft term alone
+  [ "$set" = train_kd ] && unt=(--set kd.untranscribed=true)
   # shellcheck disable=SC2046,SC2086
   "$amdistill" train conf/student_kd.toml "$exp/student_kd" --resume $(train_set) $student_opts \
-    ${kd_opts:-} --set "kd.targets=$exp/teacher/targets_train" 2>&1 | tee "$exp/log/train_student_kd.log"
+    ${kd_opts:-} --set "data.train=$data/fbank/$set" --set "kd.targets=$exp/teacher/targets_$set" \
+    "${unt[@]}" 2>&1 | tee "$exp/log/train_student_kd.log"
 }
 
 stage_score() {

@@ -4,6 +4,8 @@
 #                          a boolean option (default true/false) alone means true
 #   run_stage N NAME CMD.. runs CMD when stage <= N <= stop_stage and N's .done marker is absent,
 #                          then writes the marker; a rerun skips finished stages and says so
+#   combine_data_dirs OUT DIR...  Kaldi's utils/combine_data.sh for wav.scp, utt2spk, spk2utt
+#                          (and text when every DIR has one); an utterance in two DIRs is an error
 # Variables read: stage, stop_stage, exp (where .done markers live).
 
 log() {
@@ -51,4 +53,29 @@ run_stage() {
   mkdir -p "$exp/.done"
   echo "$what" > "$marker"
   log "stage $n done in $((SECONDS - t0)) s"
+}
+
+# combine_data_dirs OUT DIR...: one data directory of every DIR's utterances (wav.scp and
+# utt2spk concatenated and sorted, spk2utt remade, text only if every DIR has one). Written
+# beside OUT and renamed into place, so OUT is never half-written.
+combine_data_dirs() {
+  local out="$1"; shift
+  local tmp="$out.tmp.$$" d f
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  local files=(wav.scp utt2spk)
+  local all_text=true
+  for d in "$@"; do [ -f "$d/text" ] || all_text=false; done
+  [ "$all_text" = true ] && files+=(text)
+  for f in "${files[@]}"; do
+    for d in "$@"; do
+      [ -f "$d/$f" ] || die "combine_data_dirs: $d/$f is missing"
+      cat "$d/$f"
+    done | LC_ALL=C sort -k1,1 > "$tmp/$f"
+    local dup; dup=$(cut -d' ' -f1 "$tmp/$f" | uniq -d | head -n 1)
+    [ -z "$dup" ] || { rm -rf "$tmp"; die "combine_data_dirs: utterance $dup is in more than one of $*"; }
+  done
+  LC_ALL=C awk '{ if ($2 != s) { if (NR > 1) printf "\n"; printf "%s", $2; s = $2 } printf " %s", $1 }
+                END { if (NR > 0) printf "\n" }' <(LC_ALL=C sort -k2,2 -k1,1 "$tmp/utt2spk") > "$tmp/spk2utt"
+  rm -rf "$out"; mv "$tmp" "$out"
+  log "combined $(wc -l < "$out/utt2spk") utterances of $* into $out"
 }

@@ -4,12 +4,14 @@
 # Needs:  a Debian machine with a Rust toolchain; installs flite, sox and the CMU dictionary
 #         through apt-get when missing (and says so).
 # Writes: recipes/synth/data/{train,dev,test,test_unseen}   corpus data directories + phones.ctm
+#         recipes/synth/data/untranscribed                  audio without text (wav.scp, utt2spk)
+#         recipes/synth/data/train_kd                       train + untranscribed: the KD student's set
 #         recipes/synth/data/fbank/<split>                  feature stores (Kaldi ark/scp) + cmvn
 #         recipes/synth/exp/tree                            senone tree, senones.txt, report
 #         recipes/synth/exp/ali/<split>/ali.txt             one senone per frame (ali-to-pdf shape)
 #         recipes/synth/exp/{teacher,student_hard,student_kd}  trained models (model.json, model.safetensors,
 #                                                            metrics.jsonl, checkpoints/)
-#         recipes/synth/exp/teacher/targets_train           the teacher's top-10 soft targets on train
+#         recipes/synth/exp/teacher/targets_train_kd        the teacher's top-10 soft targets on train_kd
 #         recipes/synth/exp/scores/<split>/<model>.json      frame accuracy, agreement, KL ...
 #         recipes/synth/exp/export/student_kd               the KD student's bundle (bundle.json, fp32 + int8
 #                                                            safetensors, model.onnx, model.int8.onnx)
@@ -17,7 +19,11 @@
 #         recipes/synth/exp/log/                            logs
 #
 # Usage: recipes/synth/run.sh [--stage N] [--stop-stage N] [--quick] [--hours H] [--num-leaves K]
+#                             [--untranscribed-hours H]
 #   --quick   a small corpus for CI (about a minute), under data/quick and exp/quick
+#   --untranscribed-hours H   audio without transcripts that only the KD student learns from,
+#             through the teacher's soft targets (default 2 x --hours; 0: none, and the KD
+#             student trains on train alone)
 # Stages run when stage <= N <= stop-stage and are marked done in exp/.done/, so a rerun skips
 # finished stages; remove exp/.done/stageN to redo one.
 set -euo pipefail
@@ -32,6 +38,7 @@ stage=1
 stop_stage=100
 quick=false
 hours=2.0
+untranscribed_hours=""
 seed=1
 num_leaves=1000
 teacher_opts=""
@@ -53,6 +60,9 @@ if [ "$quick" = true ]; then
   # The best KD setting of the quick corpus's sweep (RESULTS.md); the full corpus's is in conf.
   kd_opts="--set kd.temperature=2 --set kd.alpha=0.5"
 fi
+[ -n "$untranscribed_hours" ] || untranscribed_hours=$(awk -v h="$hours" 'BEGIN { print 2 * h }')
+untranscribed_data=""
+if awk -v h="$untranscribed_hours" 'BEGIN { exit !(h > 0) }'; then untranscribed_data="$data/untranscribed"; fi
 amdistill="$root/target/release/amdistill"
 mkdir -p "$exp/log"
 splits="train dev test test_unseen"
@@ -65,7 +75,8 @@ log "building amdistill (cargo build --release)"
 (cd "$root" && cargo build --release --quiet)
 
 make_corpus() {
-  "$amdistill" synth-corpus "$data" --hours "$hours" --seed "$seed" 2>&1 | tee "$exp/log/synth_corpus.log"
+  "$amdistill" synth-corpus "$data" --hours "$hours" --untranscribed-hours "$untranscribed_hours" \
+    --seed "$seed" 2>&1 | tee "$exp/log/synth_corpus.log"
 }
 run_stage 1 "synthesise the corpus ($hours h of training audio)" make_corpus
 
@@ -82,7 +93,7 @@ run_stage 4 "senone tree on train ($num_leaves leaves)" tree
 run_stage 5 "senone alignments for every split" stage_alignments
 
 run_stage 6 "train the teacher (conf/teacher.toml)" stage_teacher
-run_stage 7 "teacher soft targets on train (top-10 logits)" stage_soft_targets
+run_stage 7 "teacher soft targets (top-10 logits) on $(kd_set)" stage_soft_targets
 run_stage 8 "train the hard-label student (conf/student_hard.toml)" stage_student_hard
 run_stage 9 "train the KD student (conf/student_kd.toml)" stage_student_kd
 run_stage 10 "score teacher and students on $test_splits" stage_score

@@ -188,6 +188,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, quiet: bool) -> Result
     let mut progress = Progress::default();
     if resume {
         if let Some(ck) = newest_checkpoint(out)? {
+            check_same_config(out, cfg)?;
             progress = load_checkpoint(&ck, &vars, &mut opt, &device)?;
             truncate_metrics(&metrics_path, progress.step)?;
             if !quiet {
@@ -806,6 +807,63 @@ fn list_checkpoints(out: &Path) -> Result<Vec<PathBuf>> {
 
 fn newest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
     Ok(list_checkpoints(out)?.pop())
+}
+
+/// `--resume` continues a run only with the configuration it was started with (`out/
+/// train.toml`): other data, targets, model, loader or optimiser settings, or another seed,
+/// would silently give a model of neither configuration, or (when the run had finished) the old
+/// model under the new name. The loop's length (`[train]` but its seed) may change.
+fn check_same_config(out: &Path, cfg: &TrainConfig) -> Result<()> {
+    let path = out.join("train.toml");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(()); // a checkpoint without its config: nothing to compare with
+    };
+    let old: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| Error::parse(&path, 0, e.message()))?;
+    let new = toml::Table::try_from(cfg).map_err(|e| Error::config(e.to_string()))?;
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for section in keys {
+        let (a, b) = (old.get(section), new.get(section));
+        let differs = |key: &str| {
+            let get = |t: Option<&toml::Value>| t.and_then(|v| v.get(key)).cloned();
+            (get(a) != get(b)).then(|| (key.to_string(), get(a), get(b)))
+        };
+        let diff = if section == "train" {
+            differs("seed")
+        } else if a != b {
+            let mut fields: Vec<String> = [a, b]
+                .iter()
+                .flat_map(|t| {
+                    t.and_then(|v| v.as_table())
+                        .into_iter()
+                        .flat_map(|t| t.keys())
+                })
+                .cloned()
+                .collect();
+            fields.sort();
+            fields.dedup();
+            fields
+                .iter()
+                .find_map(|f| differs(f))
+                .or_else(|| Some((String::new(), a.cloned(), b.cloned())))
+        } else {
+            None
+        };
+        if let Some((key, was, now)) = diff {
+            let show = |v: Option<toml::Value>| v.map_or("(unset)".to_string(), |v| v.to_string());
+            return Err(Error::Mismatch(format!(
+                "{}: --resume with another configuration: [{section}] {key} was {}, now {}; \
+                 train into another directory, or leave out --resume to start afresh there",
+                out.display(),
+                show(was),
+                show(now)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A fresh start in `out`: nothing of an earlier run may survive there to be taken for this

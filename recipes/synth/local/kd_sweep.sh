@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # KD sweep over temperature and alpha, plus top-10 against dense soft targets, for RESULTS.md.
-# Run after run.sh (stages 1-9) has made the teacher and its top-10 soft targets:
+# The students learn from train alone (no untranscribed data), so the sweep measures the loss's
+# settings, not the extra audio. Run after run.sh (stages 1-9) has made the teacher:
 #   recipes/synth/local/kd_sweep.sh [--quick] [--epochs N]
 #   --epochs N   train each student N epochs instead of conf/student_kd.toml's (12 with --quick)
 #   --dense false  skip the dense-target student (its targets take 2 bytes x senones per frame:
@@ -32,6 +33,10 @@ student() {  # name, extra --set ...
       "$sw/scores/$name.json" --teacher "$exp/teacher" --name "$name" >/dev/null 2>&1
   fi
 }
+# run.sh dumps targets for train_kd when it has untranscribed data; the sweep's are train's.
+if [ ! -f "$exp/teacher/targets_train/targets.scp" ]; then
+  "$amdistill" dump-posteriors "$exp/teacher" "$data/fbank/train" "$exp/teacher/targets_train" --top-k 10
+fi
 acc() { python3 -c "import json,sys; print('%.2f' % (100*json.load(open(sys.argv[1]))['all']['frame_acc']))" "$1"; }
 
 for t in 1 2 4; do
