@@ -327,6 +327,16 @@ fn amdistill() -> Command {
 
 /// Runs `synth-corpus` on a tiny corpus; returns stderr.
 fn synth(out: &Path, words: &Path, seed: u64) -> std::result::Result<String, String> {
+    synth_with(out, words, seed, &[])
+}
+
+/// [`synth`] with more options.
+fn synth_with(
+    out: &Path,
+    words: &Path,
+    seed: u64,
+    extra: &[&str],
+) -> std::result::Result<String, String> {
     let o = amdistill()
         .args([
             "synth-corpus",
@@ -339,6 +349,7 @@ fn synth(out: &Path, words: &Path, seed: u64) -> std::result::Result<String, Str
             "--word-list",
         ])
         .arg(words)
+        .args(extra)
         .arg(out)
         .output()
         .unwrap();
@@ -498,6 +509,45 @@ fn tiny_corpus_is_valid_aligned_disjoint_and_reproducible() {
     let log = synth(&out, &words, 7).unwrap();
     assert!(log.contains("from an earlier run"), "{log}");
     assert_eq!(snapshot(&out), first, "resumed corpus differs");
+
+    // An untranscribed split added later: the other splits stay byte for byte; it has audio of
+    // the seen voices, no text or times, and sentences of its own.
+    synth_with(&out, &words, 7, &["--untranscribed-hours", "0.005"]).unwrap();
+    let with_untranscribed = snapshot(&out);
+    for (path, bytes) in &first {
+        if path != Path::new("synth_config.json") {
+            assert!(
+                &with_untranscribed[path] == bytes,
+                "{} changed",
+                path.display()
+            );
+        }
+    }
+    let unt = out.join("untranscribed");
+    let no_text = ValidateOptions {
+        require_text: false,
+        ..ValidateOptions::default()
+    };
+    assert!(validate_data_dir(&unt, &no_text).unwrap().is_empty());
+    assert!(!unt.join("text").exists() && !unt.join("phones.ctm").exists());
+    let spk = read_map(unt.join("utt2spk")).unwrap();
+    assert!(
+        spk.len() >= 3 && spk.values().all(|s| s != "rms"),
+        "{spk:?}"
+    );
+    for utt in spk.keys() {
+        let rec: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(unt.join("synth").join(format!("{utt}.json"))).unwrap(),
+        )
+        .unwrap();
+        let text = rec["text"].as_str().unwrap().to_string();
+        assert!(
+            texts.values().all(|t| !t.contains(&text)),
+            "{utt}: '{text}' is also in a transcribed split"
+        );
+    }
+    // Back to none: accepted (the other splits are unchanged either way).
+    synth(&out, &words, 7).unwrap();
 
     // Another seed into the same directory is refused; into a new one it gives other text.
     let err = synth(&out, &words, 8).unwrap_err();
