@@ -167,6 +167,23 @@ fn trains_resumes_exactly_and_refuses_mismatches() {
     let out = amdistill(&["train", s(&cfg), s(&part), "--resume"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already finished"));
+    // Nor when the run's train.toml lacks a setting at its default (written by an older
+    // build, before the setting existed).
+    let toml_path = part.join("train.toml");
+    let written = std::fs::read_to_string(&toml_path).unwrap();
+    let older: String = written
+        .lines()
+        .filter(|l| !l.starts_with("label_smoothing"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(older, written, "no label_smoothing line to drop");
+    std::fs::write(&toml_path, older).unwrap();
+    let out = amdistill(&["train", s(&cfg), s(&part), "--resume"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already finished"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Another architecture's checkpoint is refused, naming the weight.
     let cfg2 = write_config(

@@ -818,10 +818,14 @@ fn check_same_config(out: &Path, cfg: &TrainConfig) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(()); // a checkpoint without its config: nothing to compare with
     };
-    let old: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| Error::parse(&path, 0, e.message()))?;
-    let new = toml::Table::try_from(cfg).map_err(|e| Error::config(e.to_string()))?;
+    // Read back through TrainConfig, so settings added since that run was started compare
+    // at their defaults; one this build cannot read is left to the checkpoint's own checks.
+    let Ok(old) = TrainConfig::parse(&text, &path, &[]) else {
+        return Ok(());
+    };
+    let table =
+        |c: &TrainConfig| toml::Table::try_from(c).map_err(|e| Error::config(e.to_string()));
+    let (old, new) = (table(&old)?, table(cfg)?);
     let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
     keys.sort();
     keys.dedup();
