@@ -7,7 +7,7 @@
 //! batch within it, running sums); `--resume` continues from the newest checkpoint and ends
 //! with the same weights as an uninterrupted run (tests/train_cli.rs checks it).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -823,51 +823,41 @@ fn check_same_config(out: &Path, cfg: &TrainConfig) -> Result<()> {
     let Ok(old) = TrainConfig::parse(&text, &path, &[]) else {
         return Ok(());
     };
-    let table =
-        |c: &TrainConfig| toml::Table::try_from(c).map_err(|e| Error::config(e.to_string()));
-    let (old, new) = (table(&old)?, table(cfg)?);
-    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    for section in keys {
-        let (a, b) = (old.get(section), new.get(section));
-        let differs = |key: &str| {
-            let get = |t: Option<&toml::Value>| t.and_then(|v| v.get(key)).cloned();
-            (get(a) != get(b)).then(|| (key.to_string(), get(a), get(b)))
-        };
-        let diff = if section == "train" {
-            differs("seed")
-        } else if a != b {
-            let mut fields: Vec<String> = [a, b]
-                .iter()
-                .flat_map(|t| {
-                    t.and_then(|v| v.as_table())
-                        .into_iter()
-                        .flat_map(|t| t.keys())
-                })
-                .cloned()
-                .collect();
-            fields.sort();
-            fields.dedup();
-            fields
-                .iter()
-                .find_map(|f| differs(f))
-                .or_else(|| Some((String::new(), a.cloned(), b.cloned())))
-        } else {
-            None
-        };
-        if let Some((key, was, now)) = diff {
-            let show = |v: Option<toml::Value>| v.map_or("(unset)".to_string(), |v| v.to_string());
-            return Err(Error::Mismatch(format!(
-                "{}: --resume with another configuration: [{section}] {key} was {}, now {}; \
+    let (old, new) = (settings(&old)?, settings(cfg)?);
+    let mut names: Vec<&String> = old.keys().chain(new.keys()).collect();
+    names.sort();
+    match names.into_iter().find(|n| old.get(*n) != new.get(*n)) {
+        None => Ok(()),
+        Some(name) => {
+            let show = |v: Option<&toml::Value>| v.map_or("(unset)".to_string(), |v| v.to_string());
+            Err(Error::Mismatch(format!(
+                "{}: --resume with another configuration: {name} was {}, now {}; \
                  train into another directory, or leave out --resume to start afresh there",
                 out.display(),
-                show(was),
-                show(now)
-            )));
+                show(old.get(name)),
+                show(new.get(name))
+            )))
         }
     }
-    Ok(())
+}
+
+/// `[section] key` -> value of every setting that decides what a run learns: all of them but
+/// `[train]`'s, whose seed alone counts (the loop's length may change on a resume).
+fn settings(cfg: &TrainConfig) -> Result<BTreeMap<String, toml::Value>> {
+    let table = toml::Table::try_from(cfg).map_err(|e| Error::config(e.to_string()))?;
+    let mut out = BTreeMap::new();
+    for (section, value) in table {
+        let Some(fields) = value.as_table() else {
+            out.insert(section, value);
+            continue;
+        };
+        for (key, v) in fields {
+            if section != "train" || key == "seed" {
+                out.insert(format!("[{section}] {key}"), v.clone());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A fresh start in `out`: nothing of an earlier run may survive there to be taken for this
