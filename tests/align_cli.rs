@@ -329,3 +329,145 @@ fn unalignable_utterances_are_named_and_left_out() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("text"));
 }
+
+#[test]
+fn gmm_flat_start_trains_aligns_and_is_reused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (train, train_feat) = corpus(root, "train", 21, 30);
+    let (dev, dev_feat) = corpus(root, "dev", 22, 6);
+    let lex = lexicon(root);
+    let args = |data: &Path, feat: &Path, out: &Path, extra: &[&str]| -> Vec<String> {
+        let a: Vec<String> = [
+            "align",
+            s(data),
+            s(feat),
+            s(out),
+            "--lexicon",
+            s(&lex),
+            "--lts",
+            "none",
+            "--reference",
+            s(&data.join("phones.ctm")),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect();
+        a
+    };
+    let run = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        String::from_utf8_lossy(&ok(&args).stdout).to_string()
+    };
+    let flat = run(args(&dev, &dev_feat, &root.join("flat"), &[]));
+    let (flat_agree, flat_20ms) = (agreement(&flat), within_20ms(&flat));
+
+    // Monophone, trained on train's transcripts from an equal alignment (fewer iterations
+    // than Kaldi's 40 to keep the test short), then reused on dev.
+    let mono = root.join("mono_train");
+    let report = run(args(
+        &train,
+        &train_feat,
+        &mono,
+        &["--train-gmm", "--gmm-iters", "15"],
+    ));
+    assert!(
+        report.contains("GMM-HMM trained here (monophone"),
+        "{report}"
+    );
+    assert!(mono.join("gmm.json").is_file() && mono.join("phones.ctm").is_file());
+    let trained = agreement(&report);
+    let mono_model = s(&mono.join("gmm.json")).to_string();
+    let report = run(args(
+        &dev,
+        &dev_feat,
+        &root.join("mono_dev"),
+        &["--gmm", &mono_model],
+    ));
+    assert!(report.contains("with the GMM-HMM"), "{report}");
+    let (dev_agree, dev_20ms) = (agreement(&report), within_20ms(&report));
+    assert!(
+        trained > 0.8 && dev_agree > flat_agree + 0.15 && dev_agree > 0.8 && dev_20ms > flat_20ms + 0.2,
+        "monophone GMM: train {trained:.3}, dev {dev_agree:.3} ({dev_20ms:.3} within 20 ms) vs flat start {flat_agree:.3} ({flat_20ms:.3}):\n{report}"
+    );
+
+    // Context-dependent: a tree on the monophone alignment, GMMs per senone started from it.
+    let tree = root.join("tree");
+    ok(&[
+        "build-tree",
+        s(&train_feat),
+        s(&tree),
+        "--ctm",
+        s(&mono.join("phones.ctm")),
+        "--num-leaves",
+        "150",
+        "--min-occupancy",
+        "10",
+    ]);
+    let tri = root.join("tri_train");
+    let mono_ctm = s(&mono.join("phones.ctm")).to_string();
+    let report = run(args(
+        &train,
+        &train_feat,
+        &tri,
+        &[
+            "--train-gmm",
+            "--tree",
+            s(&tree),
+            "--gmm-init",
+            &mono_ctm,
+            "--gmm-iters",
+            "10",
+        ],
+    ));
+    assert!(report.contains("senones of"), "{report}");
+    let tri_model = s(&tri.join("gmm.json")).to_string();
+    let report = run(args(
+        &dev,
+        &dev_feat,
+        &root.join("tri_dev"),
+        &["--gmm", &tri_model, "--tree", s(&tree)],
+    ));
+    let tri_agree = agreement(&report);
+    assert!(
+        tri_agree > 0.8,
+        "context-dependent GMM: dev {tri_agree:.3}\n{report}"
+    );
+    // Without its tree it is refused, naming the model.
+    let o = amdistill(&[
+        "align",
+        s(&dev),
+        s(&dev_feat),
+        s(&root.join("tri_bad")),
+        "--lexicon",
+        s(&lex),
+        "--gmm",
+        &tri_model,
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("gmm.json") && err.contains("monophone"),
+        "{err}"
+    );
+
+    // A model of another phone set is refused, naming the set; nothing is written.
+    let bad = root.join("mono_bad");
+    let o = amdistill(&[
+        "align",
+        s(&dev),
+        s(&dev_feat),
+        s(&bad),
+        "--lexicon",
+        s(&lex),
+        "--gmm",
+        &mono_model,
+        "--phones",
+        "timit61",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("timit61") && err.contains("gmm.json"), "{err}");
+    assert!(!bad.join("phones.ctm").exists());
+}

@@ -3,6 +3,7 @@
 # transcribed corpus that has none.
 #
 #   round 0: uniform segmentation of sil + phones + sil        (amdistill align, no model)
+#            or, with --gmm, GMM-HMMs' alignment                 (amdistill align --train-gmm)
 #   round r: tree + alignments from round r's phone times, train a small DNN on them,
 #            realign train and dev with it (Viterbi)          -> round r+1's phone times
 #
@@ -16,11 +17,20 @@
 #
 # Usage: flat_start.sh [--rounds 3] [--num-leaves 200] [--min-occupancy 20] [--reference-dir D]
 #                      [--align-opts "..."] [--train-opts "..."] [--extra "NAME,DATA,FEATS ..."]
-#                      [--init D] [--early-rounds K --early-opts "..."]
+#                      [--init D | --gmm [--gmm-opts "..."] [--tri-leaves N --tri-gaussians G]]
+#                      [--early-rounds K --early-opts "..."]
 #                      CONF TRAIN_DATA TRAIN_FEATS DEV_DATA DEV_FEATS EXP
 #   --reference-dir D  D/<split>/phones.ctm: true phone times to score each round against
 #   --init D           round 0 from D/{train,dev}/phones.ctm (e.g. a bootstrap alignment with a
 #                      model trained on another corpus) instead of uniform segmentation
+#   --gmm              round 0 from GMM-HMMs trained here on train, dev aligned with them:
+#                      a monophone model (Kaldi's train_mono.sh: 40 EM iterations from an equal
+#                      alignment, 1000 Gaussians) in EXP/gmm/mono, then, with --tri-leaves N, a
+#                      context-dependent one (train_deltas.sh) on a tree of N leaves from the
+#                      monophone alignment in EXP/gmm/tri. Frame-local generative models place
+#                      boundaries where the spectrum changes, and train in minutes
+#   --gmm-opts "..."   more align options for the GMM passes (e.g. "--acoustic-scale 0.3")
+#   --tri-gaussians G  Gaussians of the context-dependent model (default 5 per leaf)
 #   --early-rounds K   the first K models (round0/model ... round<K-1>/model) train with
 #                      --early-opts added to --train-opts,
 #   --early-opts "..."   e.g. "--set model.splice=1": narrow context first, as Kaldi's monophone
@@ -42,6 +52,10 @@ align_opts=""
 train_opts=""
 extra=""
 init=""
+gmm=false
+gmm_opts=""
+tri_leaves=0
+tri_gaussians=0
 early_rounds=0
 early_opts=""
 positional=()
@@ -66,11 +80,55 @@ align_split() {
     ref=(--reference "$reference_dir/$split/phones.ctm")
   fi
   # shellcheck disable=SC2086
-  "$amdistill" align "$data" "$feats" "$dir" "${ref[@]}" "$@" $align_opts > "$dir.log" 2>&1 \
-    || { cat "$dir.log" >&2; die "align failed (round $r, $split): see $dir.log"; }
+  # Not $dir.log: round r's train.log is its model's training log.
+  local log_file="$out/round$r/align_$split.log"
+  "$amdistill" align "$data" "$feats" "$dir" "${ref[@]}" "$@" $align_opts > "$log_file" 2>&1 \
+    || { cat "$log_file" >&2; die "align failed (round $r, $split): see $log_file"; }
   grep -E "^(utterances|agreement|boundary)" "$dir/align_report.txt" | sed "s/^/  round $r $split: /" >&2 || true
 }
 
+# gmm_pass NAME [TREE_DIR INIT_CTM GAUSSIANS]: a GMM-HMM trained on train
+# (EXP/gmm/NAME/train/gmm.json; monophone, or on TREE_DIR's senones from INIT_CTM) and its
+# alignment of train and dev. Skipped when done.
+gmm_pass() {
+  local name="$1" tree="${2:-}" ctm="${3:-}" gaussians="${4:-}"
+  local dir="$out/gmm/$name"
+  mkdir -p "$dir"
+  for split in train dev; do
+    [ -s "$dir/$split/phones.ctm" ] && continue
+    local data="$train_data" feats="$train_feats" model=(--train-gmm)
+    [ -n "$ctm" ] && model+=(--gmm-init "$ctm" --gmm-gaussians "$gaussians")
+    if [ "$split" = dev ]; then data="$dev_data"; feats="$dev_feats"; model=(--gmm "$dir/train/gmm.json"); fi
+    [ -n "$tree" ] && model+=(--tree "$tree")
+    local ref=()
+    if [ -n "$reference_dir" ] && [ -f "$reference_dir/$split/phones.ctm" ]; then
+      ref=(--reference "$reference_dir/$split/phones.ctm")
+    fi
+    # shellcheck disable=SC2086
+    "$amdistill" align "$data" "$feats" "$dir/$split" "${ref[@]}" "${model[@]}" $gmm_opts $align_opts \
+      > "$dir/align_$split.log" 2>&1 \
+      || { tail -n 20 "$dir/align_$split.log" >&2; die "GMM pass $name failed ($split): see $dir/align_$split.log"; }
+    grep -E "^(utterances|agreement|boundary)" "$dir/$split/align_report.txt" | sed "s/^/  gmm $name $split: /" >&2 || true
+  done
+}
+
+if [ -n "$init" ] && [ "$gmm" = true ]; then die "--init and --gmm both give round 0: choose one"; fi
+if [ "$gmm" = true ]; then
+  log "flat start: monophone GMM-HMM (align --train-gmm)"
+  gmm_pass mono
+  init="$out/gmm/mono"
+  if [ "$tri_leaves" -gt 0 ]; then
+    log "flat start: context-dependent GMM-HMM on a tree of $tri_leaves leaves from the monophone alignment"
+    if [ ! -s "$out/gmm/tri/tree/tree" ]; then
+      "$amdistill" build-tree "$train_feats" "$out/gmm/tri/tree" --ctm "$out/gmm/mono/train/phones.ctm" \
+        --num-leaves "$tri_leaves" --min-occupancy "$min_occupancy" > "$out/gmm/tri_tree.log" 2>&1 \
+        || { cat "$out/gmm/tri_tree.log" >&2; die "build-tree failed: see $out/gmm/tri_tree.log"; }
+    fi
+    [ "$tri_gaussians" -gt 0 ] || tri_gaussians=$((5 * tri_leaves))
+    gmm_pass tri "$out/gmm/tri/tree" "$out/gmm/mono/train/phones.ctm" "$tri_gaussians"
+    init="$out/gmm/tri"
+  fi
+fi
 if [ -n "$init" ]; then
   log "flat start round 0: phone times from $init"
   for split in train dev; do

@@ -16,6 +16,7 @@ use std::path::Path;
 
 use candle_core::Device;
 
+use crate::align::gmm::{emission_id, equal_state_alignment, Cepstra, GmmModel};
 use crate::align::hmm::{HmmConfig, UttGraph};
 use crate::align::lexicon::Lexicon;
 use crate::align::{
@@ -23,11 +24,12 @@ use crate::align::{
     uniform_segments, AlignFailure,
 };
 use crate::error::{Error, Result};
+use crate::features::matrix::Matrix;
 use crate::features::store::FeatureStore;
 use crate::labels::ctm::PhoneSegment;
-use crate::labels::frame_labels::FrameGeometry;
+use crate::labels::frame_labels::{FrameGeometry, NUM_STATES};
 use crate::labels::phones::PhoneSet;
-use crate::labels::senone_pipeline::Normaliser;
+use crate::labels::senone_pipeline::{CmvnGrouping, Normaliser};
 use crate::labels::tree::{senones_identity, ContextKey, SenoneTree};
 use crate::train::trained::TrainedModel;
 
@@ -106,20 +108,244 @@ impl AcousticScorer {
 
     /// The senone of each graph state, or a failure naming the first context without one.
     fn senones_of(&self, graph: &UttGraph) -> std::result::Result<Vec<u32>, AlignFailure> {
-        graph
-            .states
-            .iter()
-            .map(|st| {
+        graph_contexts(graph)
+            .map(|key| {
                 self.tree
-                    .senone(&ContextKey {
-                        left: st.left,
-                        phone: st.phone,
-                        right: st.right,
-                        state: st.state,
-                    })
+                    .senone(&key)
                     .map_err(|e| AlignFailure::Model(e.to_string()))
             })
             .collect()
+    }
+}
+
+/// Each graph state's `(left, phone, right, state)`.
+fn graph_contexts(graph: &UttGraph) -> impl Iterator<Item = ContextKey> + '_ {
+    graph.states.iter().map(|st| ContextKey {
+        left: st.left,
+        phone: st.phone,
+        right: st.right,
+        state: st.state,
+    })
+}
+
+/// How a GMM-HMM's states are indexed: per `(phone, HMM state)` (monophone), or per senone
+/// of a tree (context-dependent).
+pub struct GmmStates {
+    /// The phone set (the tree's, when there is one).
+    pub set: PhoneSet,
+    /// The tree and its senone table's identity.
+    pub tree: Option<(SenoneTree, String)>,
+}
+
+impl GmmStates {
+    /// Monophone states of `set`.
+    pub fn monophone(set: PhoneSet) -> Self {
+        GmmStates { set, tree: None }
+    }
+
+    /// The senones of the tree in `tree_dir` (tree, phones.txt, senones.txt).
+    pub fn tree(tree_dir: &Path) -> Result<Self> {
+        let tree = SenoneTree::load(tree_dir.join("tree"))?;
+        let set = PhoneSet::load_dir(tree_dir)?;
+        let id = senones_identity(tree_dir.join("senones.txt"))?;
+        Ok(GmmStates {
+            set,
+            tree: Some((tree, id)),
+        })
+    }
+
+    /// The senone table's identity; `None` for monophone states.
+    pub fn senones_id(&self) -> Option<String> {
+        self.tree.as_ref().map(|(_, id)| id.clone())
+    }
+
+    /// Number of emission ids (GMMs).
+    pub fn num_ids(&self) -> usize {
+        match &self.tree {
+            Some((t, _)) => t.num_senones(),
+            None => self.set.len() * NUM_STATES as usize,
+        }
+    }
+
+    fn id(&self, key: ContextKey) -> std::result::Result<usize, AlignFailure> {
+        match &self.tree {
+            Some((t, _)) => t
+                .senone(&key)
+                .map(|s| s as usize)
+                .map_err(|e| AlignFailure::Model(e.to_string())),
+            None => Ok(emission_id(key.phone, key.state)),
+        }
+    }
+
+    /// Each graph state's emission id, or a failure naming the first context without one.
+    pub fn graph_ids(&self, graph: &UttGraph) -> std::result::Result<Vec<usize>, AlignFailure> {
+        graph_contexts(graph).map(|key| self.id(key)).collect()
+    }
+
+    /// The equal alignment (emission id per frame) of phone runs `(phone, first, end)`, with
+    /// the contexts the graph gives: a phone's neighbours ignoring silences (silence at the
+    /// utterance's edges), a silence's the runs either side.
+    pub fn equal_alignment(
+        &self,
+        runs: &[(u32, usize, usize)],
+    ) -> std::result::Result<Vec<usize>, AlignFailure> {
+        let silence = self.set.silence_id().unwrap_or(0);
+        let is_sil = |p: u32| self.set.is_silence(p);
+        let context = |r: usize| -> (u32, u32) {
+            let p = runs[r].0;
+            if is_sil(p) {
+                let left = r.checked_sub(1).map_or(silence, |i| runs[i].0);
+                let right = runs.get(r + 1).map_or(silence, |x| x.0);
+                return (left, right);
+            }
+            let left = runs[..r]
+                .iter()
+                .rev()
+                .find(|x| !is_sil(x.0))
+                .map_or(silence, |x| x.0);
+            let right = runs[r + 1..]
+                .iter()
+                .find(|x| !is_sil(x.0))
+                .map_or(silence, |x| x.0);
+            (left, right)
+        };
+        let mut failure = None;
+        let ali = equal_state_alignment(runs, |r, state| {
+            let (left, right) = context(r);
+            let key = ContextKey {
+                left,
+                phone: runs[r].0,
+                right,
+                state,
+            };
+            self.id(key).map_err(|f| failure = Some(f)).ok()
+        });
+        ali.ok_or_else(|| failure.expect("set when an id is missing"))
+    }
+}
+
+/// A GMM-HMM ([`GmmModel`]) with the feature pipeline it was trained with: the store's
+/// log-mel frames, mean-normalised per speaker (per utterance without `utt2spk`), as cepstra
+/// with deltas.
+pub struct GmmScorer {
+    pub model: GmmModel,
+    pub states: GmmStates,
+    cepstra: Cepstra,
+    normaliser: Normaliser,
+}
+
+impl GmmScorer {
+    /// Wraps `model` for features `store`; `utt2spk` groups the mean normalisation. Refused
+    /// when the model's phones, senones or filterbank are not those of `states` and `store`.
+    pub fn new(
+        model: GmmModel,
+        states: GmmStates,
+        store: &FeatureStore,
+        utt2spk: Option<BTreeMap<String, String>>,
+    ) -> Result<Self> {
+        if model.phones != states.set.phones() {
+            return Err(Error::Mismatch(format!(
+                "the GMM-HMM's {} phones are not those of phone set {}",
+                model.phones.len(),
+                states.set.name()
+            )));
+        }
+        if model.senones != states.senones_id() || model.gmms.len() != states.num_ids() {
+            return Err(Error::Mismatch(format!(
+                "the GMM-HMM's states ({}, {} GMMs) are not {} ({} states)",
+                model.senones.as_deref().unwrap_or("monophone"),
+                model.gmms.len(),
+                states.senones_id().as_deref().unwrap_or("monophone"),
+                states.num_ids()
+            )));
+        }
+        if model.bins != store.dim() {
+            return Err(Error::Mismatch(format!(
+                "the GMM-HMM was trained on {} filterbank bins, {} has {}",
+                model.bins,
+                store.dir().display(),
+                store.dim()
+            )));
+        }
+        Ok(GmmScorer {
+            cepstra: Cepstra::new(model.bins)?,
+            normaliser: gmm_normaliser(store, utt2spk),
+            model,
+            states,
+        })
+    }
+}
+
+/// Mean normalisation per speaker of `utt2spk`, per utterance without it.
+pub fn gmm_normaliser(
+    store: &FeatureStore,
+    utt2spk: Option<BTreeMap<String, String>>,
+) -> Normaliser {
+    match utt2spk {
+        Some(map) => Normaliser::new(store, &CmvnGrouping::PerSpeaker(map), false),
+        None => Normaliser::new(store, &CmvnGrouping::PerUtterance, false),
+    }
+}
+
+/// `utt`'s log-mel frames from `store`, normalised, as cepstra with deltas `[frames, 39]`.
+pub fn gmm_features(
+    store: &FeatureStore,
+    utt: &str,
+    normaliser: &Normaliser,
+    cepstra: &Cepstra,
+) -> Result<Matrix> {
+    let mut feats = store.get(utt)?;
+    normaliser.apply(utt, &mut feats)?;
+    cepstra.features(&feats)
+}
+
+/// What scores the graph states of forced alignment: a hybrid DNN over tree senones, or a
+/// GMM-HMM.
+pub enum Scorer {
+    Dnn(AcousticScorer),
+    Gmm(GmmScorer),
+}
+
+impl Scorer {
+    /// The phone set the model's states belong to.
+    pub fn set(&self) -> &PhoneSet {
+        match self {
+            Scorer::Dnn(s) => &s.set,
+            Scorer::Gmm(s) => &s.states.set,
+        }
+    }
+
+    /// Columns of [`Scorer::log_likelihoods`]'s rows.
+    fn num_columns(&self) -> usize {
+        match self {
+            Scorer::Dnn(s) => s.tree.num_senones(),
+            Scorer::Gmm(s) => s.model.gmms.len(),
+        }
+    }
+
+    /// The column of each graph state's emission.
+    fn columns(&self, graph: &UttGraph) -> std::result::Result<Vec<u32>, AlignFailure> {
+        match self {
+            Scorer::Dnn(s) => s.senones_of(graph),
+            Scorer::Gmm(s) => Ok(s
+                .states
+                .graph_ids(graph)?
+                .into_iter()
+                .map(|c| c as u32)
+                .collect()),
+        }
+    }
+
+    /// Scaled log-likelihoods `[frames, num_columns]` (row-major) of `utt` in `store`.
+    pub fn log_likelihoods(&self, store: &FeatureStore, utt: &str, scale: f32) -> Result<Vec<f32>> {
+        match self {
+            Scorer::Dnn(s) => s.log_likelihoods(store, utt, scale),
+            Scorer::Gmm(s) => {
+                let feats = gmm_features(store, utt, &s.normaliser, &s.cepstra)?;
+                let all: Vec<usize> = (0..s.model.gmms.len()).collect();
+                Ok(s.model.log_likelihoods(&feats, &all, scale))
+            }
+        }
     }
 }
 
@@ -131,7 +357,7 @@ pub fn align_utterance(
     words: &[Vec<Vec<u32>>],
     num_frames: usize,
     silence: u32,
-    emissions: Option<(&AcousticScorer, &[f32])>,
+    emissions: Option<(&Scorer, &[f32])>,
     cfg: &AlignConfig,
 ) -> std::result::Result<Vec<(u32, usize, usize)>, AlignFailure> {
     match emissions {
@@ -145,8 +371,8 @@ pub fn align_utterance(
         Some((scorer, loglik)) => {
             let graph = UttGraph::build(words, silence, &cfg.hmm)
                 .map_err(|e| AlignFailure::Model(e.to_string()))?;
-            let senones = scorer.senones_of(&graph)?;
-            let num_senones = scorer.tree.num_senones();
+            let senones = scorer.columns(&graph)?;
+            let num_senones = scorer.num_columns();
             if loglik.len() != num_frames * num_senones {
                 return Err(AlignFailure::Model(format!(
                     "{} scores for {num_frames} frames of {num_senones} senones",
@@ -189,7 +415,7 @@ pub fn align_corpus(
     set: &PhoneSet,
     store: &FeatureStore,
     geometry: &FrameGeometry,
-    scorer: Option<&AcousticScorer>,
+    scorer: Option<&Scorer>,
     cfg: &AlignConfig,
     mut progress: impl FnMut(),
 ) -> Result<CorpusAlignment> {

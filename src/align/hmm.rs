@@ -29,6 +29,19 @@ pub struct HmmConfig {
     pub self_loop: f32,
     /// Probability of a silence at each optional-silence position (0: never, 1: always).
     pub optional_silence: f32,
+    /// Between words only, instead of `optional_silence` (which then covers the start and
+    /// the end): for speech read without pauses, as the synthetic corpus is.
+    pub interword_silence: Option<f32>,
+}
+
+impl HmmConfig {
+    /// The silence probability before word `i` of `n` (`i == n`: at the end).
+    fn silence_before(&self, i: usize, n: usize) -> f32 {
+        match self.interword_silence {
+            Some(p) if i > 0 && i < n => p,
+            _ => self.optional_silence,
+        }
+    }
 }
 
 impl Default for HmmConfig {
@@ -36,6 +49,7 @@ impl Default for HmmConfig {
         HmmConfig {
             self_loop: 0.5,
             optional_silence: 0.5,
+            interword_silence: None,
         }
     }
 }
@@ -79,11 +93,12 @@ impl UttGraph {
                 cfg.self_loop
             )));
         }
-        if !(0.0..=1.0).contains(&cfg.optional_silence) {
-            return Err(Error::config(format!(
-                "optional-silence probability {} is not in [0, 1]",
-                cfg.optional_silence
-            )));
+        for p in std::iter::once(cfg.optional_silence).chain(cfg.interword_silence) {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(Error::config(format!(
+                    "optional-silence probability {p} is not in [0, 1]"
+                )));
+            }
         }
         if words.is_empty()
             || words
@@ -98,7 +113,6 @@ impl UttGraph {
         };
         let stay = cfg.self_loop.ln();
         let leave = (1.0 - cfg.self_loop).ln();
-        let p_sil = cfg.optional_silence;
         // Edge phones of each word's first pronunciation, for cross-word context.
         let first = |i: usize| words[i][0][0];
         let last = |i: usize| *words[i][0].last().expect("non-empty");
@@ -106,6 +120,7 @@ impl UttGraph {
         let mut token = 0;
         for i in 0..=words.len() {
             // Optional silence before word i (i == len: at the end).
+            let p_sil = cfg.silence_before(i, words.len());
             if p_sil > 0.0 {
                 let left = if i == 0 { silence } else { last(i - 1) };
                 let right = if i == words.len() { silence } else { first(i) };
@@ -210,11 +225,9 @@ impl UttGraph {
             .iter()
             .map(|w| w.iter().map(Vec::len).min().unwrap_or(0))
             .sum();
-        let sil = if cfg.optional_silence >= 1.0 {
-            words.len() + 1
-        } else {
-            0
-        };
+        let sil = (0..=words.len())
+            .filter(|&i| cfg.silence_before(i, words.len()) >= 1.0)
+            .count();
         (phones + sil) * NUM_STATES as usize
     }
 
@@ -311,6 +324,17 @@ mod tests {
             assert!(viterbi(&g.topology, want - 1, |_, _| 0.0, f32::INFINITY).is_none());
             assert!(viterbi(&g.topology, want, |_, _| 0.0, f32::INFINITY).is_some());
         }
+        // Silence always at the edges, never between the two words: 4 phones + 2 silences.
+        let cfg = HmmConfig {
+            optional_silence: 1.0,
+            interword_silence: Some(0.0),
+            ..HmmConfig::default()
+        };
+        let g = UttGraph::build(&words, SIL, &cfg).unwrap();
+        assert_eq!(min_path_frames(&g), 6 * 3);
+        assert_eq!(UttGraph::min_frames(&words, &cfg), 6 * 3);
+        let sils = g.states.iter().filter(|s| s.phone == SIL).count();
+        assert_eq!(sils, 2 * 3, "no silence between the words");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! `build-tree`, `make-alignments` and `train` (`recipes/fsdd/local/flat_start.sh`).
 
 pub mod corpus;
+pub mod gmm;
 pub mod hmm;
 pub mod lexicon;
 pub mod viterbi;
@@ -26,7 +27,10 @@ use crate::labels::ctm::PhoneSegment;
 use crate::labels::frame_labels::{FrameGeometry, FrameLabeler, NUM_STATES};
 use crate::labels::phones::PhoneSet;
 
-pub use corpus::{align_corpus, align_utterance, AcousticScorer, AlignConfig, CorpusAlignment};
+pub use corpus::{
+    align_corpus, align_utterance, AcousticScorer, AlignConfig, CorpusAlignment, GmmScorer,
+    GmmStates, Scorer,
+};
 pub use hmm::{GraphState, HmmConfig, UttGraph};
 pub use lexicon::{Lexicon, Lts};
 pub use viterbi::{viterbi, BestPath, Topology};
@@ -124,6 +128,19 @@ pub fn uniform_segments(phones: &[u32], num_frames: usize) -> Option<Vec<(u32, u
             .map(|(i, &p)| (p, i * num_frames / n, (i + 1) * num_frames / n))
             .collect(),
     )
+}
+
+/// Runs `(phone, first frame, end frame)` of equal neighbouring labels of `frames`.
+pub fn phone_runs(frames: &[u32]) -> Vec<(u32, usize, usize)> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for t in 1..=frames.len() {
+        if t == frames.len() || frames[t] != frames[start] {
+            runs.push((frames[start], start, t));
+            start = t;
+        }
+    }
+    runs
 }
 
 /// Frame runs `(phone, first, end)` as phone segments in seconds, such that the frame

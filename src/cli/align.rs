@@ -13,9 +13,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
+use amdistill::align::corpus::{gmm_features, gmm_normaliser};
+use amdistill::align::gmm::{train_gmm, Cepstra, GmmConfig, GmmModel, GmmUtt};
 use amdistill::align::lexicon::DEBIAN_CMUDICT;
 use amdistill::align::{
-    align_corpus, AcousticScorer, Agreement, AlignConfig, HmmConfig, Lexicon, Lts,
+    align_corpus, align_utterance, phone_runs, transcript_prons, AcousticScorer, Agreement,
+    AlignConfig, GmmScorer, GmmStates, HmmConfig, Lexicon, Lts, Scorer, UttGraph,
 };
 use amdistill::atomic::write_atomic;
 use amdistill::corpus::table::read_map;
@@ -65,8 +68,9 @@ pub struct Args {
     /// A trained model directory (from `amdistill train`) whose senones are --tree's.
     #[arg(long, value_name = "MODEL_DIR", requires = "tree")]
     pub model: Option<PathBuf>,
-    /// The senone tree directory the model was trained on (tree, phones.txt, senones.txt).
-    #[arg(long, value_name = "TREE_DIR", requires = "model")]
+    /// The senone tree directory the model was trained on (tree, phones.txt, senones.txt);
+    /// with --train-gmm, the senones of a context-dependent GMM-HMM.
+    #[arg(long, value_name = "TREE_DIR")]
     pub tree: Option<PathBuf>,
     /// Pronouncing dictionary in CMU format [default: the Debian CMU dictionary if installed];
     /// `none`: every word from letter-to-sound (with flite's t2p: the pronunciations flite
@@ -94,6 +98,37 @@ pub struct Args {
     /// Probability of a silence at the start, between words and at the end.
     #[arg(long, default_value_t = 0.5)]
     pub optional_silence: f32,
+    /// Probability of a silence between words, when it differs from the start and end's
+    /// (--optional-silence): 0 for speech read without pauses.
+    #[arg(long, value_name = "P")]
+    pub interword_silence: Option<f32>,
+    /// A GMM-HMM (`gmm.json` from --train-gmm) to align with instead of --model; with --tree
+    /// when it was trained with one.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["model", "train_gmm"])]
+    pub gmm: Option<PathBuf>,
+    /// Flat start with GMMs (Kaldi's train_mono.sh; with --tree, train_deltas.sh): train a
+    /// GMM-HMM on these transcripts from an equal alignment (or --gmm-init's phone times) by
+    /// EM, realigning on Kaldi's schedule and growing to --gmm-gaussians; write it to
+    /// OUT_DIR/gmm.json, then align with it. Its states: (phone, HMM state), or with --tree
+    /// the tree's senones. Its features: 13 cepstra of the log-mel frames with deltas,
+    /// mean-normalised per speaker (FEAT_DIR/utt2spk).
+    #[arg(long, conflicts_with = "model")]
+    pub train_gmm: bool,
+    /// --train-gmm from these phone times (CTM) instead of an equal alignment: the monophone
+    /// model's for a context-dependent one, or a model's of another corpus; utterances
+    /// without any are left out of the training.
+    #[arg(long, value_name = "CTM", requires = "train_gmm")]
+    pub gmm_init: Option<PathBuf>,
+    /// --train-gmm without realigning: a model of the initial alignment alone.
+    #[arg(long, requires = "train_gmm")]
+    pub gmm_keep_alignment: bool,
+    /// EM iterations of --train-gmm.
+    #[arg(long, default_value_t = 40, value_name = "N")]
+    pub gmm_iters: usize,
+    /// Gaussians in the whole GMM-HMM after its growth (--train-gmm); Kaldi uses 1000 for a
+    /// monophone model, about 5 per senone for a context-dependent one.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub gmm_gaussians: usize,
     /// Reference phone times (CTM) to score the alignment against: frame agreement (phone
     /// level) and boundary errors, written to the report.
     #[arg(long, value_name = "CTM")]
@@ -148,12 +183,144 @@ fn write_phone_ali(
     Ok(())
 }
 
+/// Speaker of each utterance (FEAT_DIR/utt2spk, else DATA_DIR/utt2spk) for the GMM-HMM's
+/// mean normalisation; `None` (per utterance) when neither exists or no GMM is used.
+fn read_utt2spk(args: &Args) -> anyhow::Result<Option<BTreeMap<String, String>>> {
+    if !(args.train_gmm || args.gmm.is_some()) {
+        return Ok(None);
+    }
+    for dir in [&args.feat_dir, &args.data_dir] {
+        let path = dir.join("utt2spk");
+        if path.is_file() {
+            return Ok(Some(
+                read_map(&path).with_context(|| format!("reading {}", path.display()))?,
+            ));
+        }
+    }
+    Ok(None)
+}
+
+/// Trains the GMM-HMM of --train-gmm on every utterance that has a transcript,
+/// pronunciations, enough frames (and --gmm-init phone times); the others are left to the
+/// alignment's report.
+fn train_gmm_model(
+    args: &Args,
+    texts: &BTreeMap<String, String>,
+    lex: &Lexicon,
+    states: &GmmStates,
+    store: &FeatureStore,
+    utt2spk: Option<BTreeMap<String, String>>,
+    cfg: &AlignConfig,
+) -> anyhow::Result<GmmModel> {
+    let set = &states.set;
+    let silence = set
+        .silence_id()
+        .with_context(|| format!("phone set {} has no silence", set.name()))?;
+    let cepstra = Cepstra::new(store.dim())?;
+    let normaliser = gmm_normaliser(store, utt2spk);
+    let init = match &args.gmm_init {
+        Some(p) => {
+            Some(read_phone_times(p, set).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None => None,
+    };
+    let (geometry, _) = store_geometry(store);
+    let labeler = FrameLabeler::new(set, geometry);
+    let mut utts = Vec::new();
+    for (utt, text) in texts {
+        let Some(num_frames) = store.num_frames(utt) else {
+            continue;
+        };
+        let Ok(words) = transcript_prons(text, lex) else {
+            continue;
+        };
+        let runs = match &init {
+            Some(init) => {
+                let Some(segs) = init.get(utt) else { continue };
+                let phones = labeler
+                    .phones(segs, num_frames)
+                    .with_context(|| format!("utterance {utt} in --gmm-init"))?;
+                phone_runs(&phones)
+            }
+            None => match align_utterance(&words, num_frames, silence, None, cfg) {
+                Ok(runs) => runs,
+                Err(_) => continue,
+            },
+        };
+        let graph = UttGraph::build(&words, silence, &cfg.hmm)?;
+        let (Ok(ids), Ok(initial)) = (states.graph_ids(&graph), states.equal_alignment(&runs))
+        else {
+            continue;
+        };
+        let feats = gmm_features(store, utt, &normaliser, &cepstra)
+            .with_context(|| format!("utterance {utt}"))?;
+        utts.push(GmmUtt {
+            feats,
+            graph,
+            ids,
+            initial,
+        });
+    }
+    if utts.is_empty() {
+        bail!(
+            "--train-gmm: no utterance of {} has features, pronunciations, enough frames{}",
+            args.data_dir.display(),
+            if init.is_some() {
+                " and --gmm-init phone times"
+            } else {
+                ""
+            }
+        );
+    }
+    let gmm_cfg = GmmConfig {
+        realign_iters: if args.gmm_keep_alignment {
+            Vec::new()
+        } else {
+            GmmConfig::default().realign_iters
+        },
+        iters: args.gmm_iters,
+        total_gaussians: args.gmm_gaussians,
+        ..GmmConfig::default()
+    };
+    let frames: usize = utts.iter().map(|u| u.feats.rows).sum();
+    eprintln!(
+        "align: training a GMM-HMM with {} states on {} utterances ({frames} frames), {} iterations",
+        states.num_ids(),
+        utts.len(),
+        gmm_cfg.iters
+    );
+    let (model, _) = train_gmm(
+        &utts,
+        set.phones(),
+        states.senones_id(),
+        states.num_ids(),
+        store.dim(),
+        &gmm_cfg,
+        (args.acoustic_scale, args.beam, args.retry_beam),
+        |r| {
+            eprintln!(
+                "align: GMM iteration {:2}{}: log-likelihood {:.3} per frame, {} Gaussians{}",
+                r.iter,
+                if r.realigned { " (realigned)" } else { "" },
+                r.avg_loglik,
+                r.gaussians,
+                if r.failed > 0 {
+                    format!(", {} kept their previous alignment", r.failed)
+                } else {
+                    String::new()
+                }
+            )
+        },
+    )?;
+    Ok(model)
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let t_start = Instant::now();
     let store = FeatureStore::open(&args.feat_dir)
         .with_context(|| format!("opening feature directory {}", args.feat_dir.display()))?;
     let (geometry, _) = store_geometry(&store);
-    let scorer = match (&args.model, &args.tree) {
+    let dnn = match (&args.model, &args.tree) {
         (Some(m), Some(t)) => Some(AcousticScorer::load(m, t, &store).with_context(|| {
             format!(
                 "loading the model {} with tree {}",
@@ -163,10 +330,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })?),
         _ => None,
     };
-    let set = match &scorer {
-        Some(s) => s.set.clone(),
-        None => load_phone_set(&args.phones)?,
+    let gmm_states = if args.train_gmm || args.gmm.is_some() {
+        Some(match &args.tree {
+            Some(t) => {
+                GmmStates::tree(t).with_context(|| format!("loading the tree {}", t.display()))?
+            }
+            None => GmmStates::monophone(load_phone_set(&args.phones)?),
+        })
+    } else {
+        if args.tree.is_some() && dnn.is_none() {
+            bail!("--tree goes with --model, --gmm or --train-gmm");
+        }
+        None
     };
+    let set = match (&dnn, &gmm_states) {
+        (Some(s), _) => s.set.clone(),
+        (_, Some(g)) => g.set.clone(),
+        _ => load_phone_set(&args.phones)?,
+    };
+    let utt2spk = read_utt2spk(&args)?;
     let text_path = args.data_dir.join("text");
     let texts = read_map(&text_path).with_context(|| format!("reading {}", text_path.display()))?;
     if texts.is_empty() {
@@ -185,10 +367,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         hmm: HmmConfig {
             self_loop: args.self_loop,
             optional_silence: args.optional_silence,
+            interword_silence: args.interword_silence,
         },
         beam: args.beam,
         retry_beam: args.retry_beam,
         acoustic_scale: args.acoustic_scale,
+    };
+    let scorer = if let Some(d) = dnn {
+        Some(Scorer::Dnn(d))
+    } else if let Some(states) = gmm_states {
+        let (model, path) = match &args.gmm {
+            Some(path) => (GmmModel::load(path)?, path.clone()),
+            None => {
+                std::fs::create_dir_all(&args.out_dir)
+                    .with_context(|| format!("creating {}", args.out_dir.display()))?;
+                let model =
+                    train_gmm_model(&args, &texts, &lex, &states, &store, utt2spk.clone(), &cfg)?;
+                let path = args.out_dir.join("gmm.json");
+                model.save(&path)?;
+                eprintln!(
+                    "align: GMM-HMM with {} Gaussians in {}",
+                    model.num_gaussians(),
+                    path.display()
+                );
+                (model, path)
+            }
+        };
+        Some(Scorer::Gmm(
+            GmmScorer::new(model, states, &store, utt2spk)
+                .with_context(|| format!("aligning with {}", path.display()))?,
+        ))
+    } else {
+        None
     };
     let progress = bar(texts.len() as u64, "align");
     let aligned = align_corpus(
@@ -214,16 +424,40 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("no utterance of {} could be aligned", text_path.display());
     }
 
-    let mode = match (&args.model, &args.tree) {
-        (Some(m), Some(t)) => format!(
-            "viterbi with {} (tree {}), beam {} retry {}, acoustic scale {}, self-loop {}, optional silence {}",
+    let search = format!(
+        "beam {} retry {}, acoustic scale {}, self-loop {}, optional silence {}{}",
+        args.beam,
+        args.retry_beam,
+        args.acoustic_scale,
+        args.self_loop,
+        args.optional_silence,
+        match args.interword_silence {
+            Some(p) => format!(" (between words {p})"),
+            None => String::new(),
+        }
+    );
+    let states = match &args.tree {
+        Some(t) => format!("senones of {}", t.display()),
+        None => "monophone".into(),
+    };
+    let mode = match (&args.model, &args.tree, &args.gmm) {
+        (Some(m), Some(t), _) => format!(
+            "viterbi with {} (tree {}), {search}",
             m.display(),
-            t.display(),
-            args.beam,
-            args.retry_beam,
-            args.acoustic_scale,
-            args.self_loop,
-            args.optional_silence
+            t.display()
+        ),
+        (_, _, Some(p)) => format!(
+            "viterbi with the GMM-HMM {} ({states}), {search}",
+            p.display()
+        ),
+        _ if args.train_gmm => format!(
+            "viterbi with a GMM-HMM trained here ({states}, {} iterations, {} Gaussians, from {}), {search}",
+            args.gmm_iters,
+            args.gmm_gaussians,
+            match &args.gmm_init {
+                Some(p) => format!("the phone times {}", p.display()),
+                None => "an equal alignment".into(),
+            }
         ),
         _ => "flat start (uniform segmentation of sil + phones + sil)".into(),
     };
