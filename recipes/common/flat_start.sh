@@ -68,6 +68,19 @@ out="${positional[5]}"
 [ "$rounds" -ge 1 ] || die "--rounds must be at least 1"
 amdistill="${amdistill:-amdistill}"
 mkdir -p "$out"
+# Finished steps are skipped, so a directory made with other options would be silently mixed
+# into this run: the options are recorded and must match (--rounds and --extra may grow).
+settings="gmm=$gmm gmm_opts=$gmm_opts tri_leaves=$tri_leaves tri_gaussians=$tri_gaussians init=$init"
+settings+=" num_leaves=$num_leaves min_occupancy=$min_occupancy align_opts=$align_opts"
+settings+=" train_opts=$train_opts early_rounds=$early_rounds early_opts=$early_opts conf=$conf"
+if [ -f "$out/flat_start.settings" ]; then
+  [ "$(cat "$out/flat_start.settings")" = "$settings" ] || die "$out was made with other options:
+  then: $(cat "$out/flat_start.settings")
+  now:  $settings
+remove it or choose another directory"
+else
+  echo "$settings" > "$out/flat_start.settings"
+fi
 
 # align ROUND SPLIT DATA FEATS [model options]: round ROUND's phone times of one split.
 align_split() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # amdistill on the Free Spoken Digit Dataset: real 8 kHz speech with word transcripts only,
-# aligned by flat start (or bootstrapped from the synthetic recipe's teacher), then teacher,
-# hard-label and KD students and the comparison table.
+# aligned by flat start (a monophone GMM-HMM, then DNN rounds; or bootstrapped from the
+# synthetic recipe's teacher), then teacher, hard-label and KD students and the comparison table.
 #
 # Needs:  FSDD_DIR, a checkout of github.com/Jakobovski/free-spoken-digit-dataset (recordings/);
 #         a Rust toolchain; the CMU dictionary (Debian pocketsphinx-en-us, installed when
@@ -9,14 +9,20 @@
 # Writes: recipes/fsdd/data/{train,dev,test}        data directories (speaker-disjoint: dev
 #                                                   yweweler, test theo, train the other four)
 #         recipes/fsdd/data/fbank/<split>           8 kHz, 40-bin fbank + CMVN
-#         recipes/fsdd/exp/flat_start/round<r>/     alignment rounds (phones.ctm, models, trees)
+#         recipes/fsdd/exp/flat_start/gmm/mono/     the monophone GMM-HMM and its phone times
+#         recipes/fsdd/exp/flat_start/round<r>/     alignment rounds (phone times, models, trees)
 #         recipes/fsdd/exp/tree, exp/ali/<split>    senone tree and alignments from the last round
 #         recipes/fsdd/exp/{teacher,student_hard,student_kd,scores,compare,log}
 #
 # Usage: recipes/fsdd/run.sh [--stage N] [--stop-stage N] [--rounds 4] [--num-leaves 200]
-#                            [--bootstrap SYNTH_RECIPE_DIR] [--exp exp] FSDD_DIR
+#                            [--round0 gmm|uniform] [--bootstrap SYNTH_RECIPE_DIR]
+#                            [--flat-start-opts="..."] [--exp exp] FSDD_DIR
+#   --round0 R     the flat start's first phone times: a monophone GMM-HMM trained on the
+#                  transcripts (gmm, Kaldi's train_mono.sh) or uniform segmentation (uniform)
 #   --bootstrap D  round 0 is D's teacher aligning FSDD (features recomputed with D's
-#                  conf/fbank.conf, resampled to its rate) instead of uniform segmentation
+#                  conf/fbank.conf, resampled to its rate) instead of --round0
+#   --flat-start-opts="..."  more recipes/common/flat_start.sh options, e.g.
+#                  "--tri-leaves 200" (a context-dependent GMM pass after the monophone one)
 #   --exp DIR      where models and results go (default exp; data/ is shared)
 # Stages are marked done in exp/.done/, so a rerun skips finished stages.
 set -euo pipefail
@@ -31,7 +37,9 @@ stop_stage=100
 rounds=4
 num_leaves=200
 min_occupancy=30
+round0=gmm
 bootstrap=""
+flat_start_opts=""
 exp=exp
 positional=()
 parse_options "$@"
@@ -63,7 +71,11 @@ run_stage 2 "validate data directories" stage_validate
 
 run_stage 3 "fbank features (8 kHz, 40 bins) and CMVN statistics" stage_features
 
-init_opt=()
+case "$round0" in
+  gmm) init_opt=(--gmm) ;;
+  uniform) init_opt=() ;;
+  *) die "--round0 must be gmm or uniform, not '$round0'" ;;
+esac
 if [ -n "$bootstrap" ]; then
   boot() {
     for s in train dev; do
@@ -79,7 +91,8 @@ if [ -n "$bootstrap" ]; then
 fi
 
 flat_start() {
-  "$root/recipes/common/flat_start.sh" --rounds "$rounds" --num-leaves 150 --min-occupancy 20 "${init_opt[@]}" \
+  # shellcheck disable=SC2086
+  "$root/recipes/common/flat_start.sh" --rounds "$rounds" --num-leaves 150 --min-occupancy 20 "${init_opt[@]}" $flat_start_opts \
     --extra "test,$data/test,$data/fbank/test" \
     conf/flat_start.toml "$data/train" "$data/fbank/train" "$data/dev" "$data/fbank/dev" "$exp/flat_start" \
     2>&1 | tee "$exp/log/flat_start.log"

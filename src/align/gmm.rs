@@ -18,6 +18,7 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::align::corpus::AlignConfig;
 use crate::align::hmm::UttGraph;
 use crate::error::{Error, Result};
 use crate::features::matrix::Matrix;
@@ -437,25 +438,35 @@ pub struct IterReport {
     pub gaussians: usize,
 }
 
-/// Trains a model of `num_ids` GMMs (`senones`: the tree's senone table identity, `None` for
-/// a monophone model of `phones`) on `utts` from their initial alignments. Returns the model
-/// and each utterance's last alignment (emission ids).
-#[allow(clippy::too_many_arguments)]
+/// What a model to train is made of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GmmShape {
+    /// The phone set's phone names, in id order.
+    pub phones: Vec<String>,
+    /// Filterbank bins of the features.
+    pub bins: usize,
+    /// The tree's senone table identity; `None`: monophone.
+    pub senones: Option<String>,
+    /// Number of GMMs (emission ids).
+    pub num_ids: usize,
+}
+
+/// Trains a model of `shape` on `utts` from their initial alignments, realigning with the
+/// beams and acoustic scale of `search`. Returns the model and each utterance's last alignment
+/// (emission ids).
 pub fn train_gmm(
     utts: &[GmmUtt],
-    phones: &[String],
-    senones: Option<String>,
-    num_ids: usize,
-    bins: usize,
+    shape: GmmShape,
     cfg: &GmmConfig,
-    align: (f32, f32, f32),
+    search: &AlignConfig,
     mut report: impl FnMut(&IterReport),
 ) -> Result<(GmmModel, Vec<Vec<usize>>)> {
-    let (scale, beam, retry_beam) = align;
+    let (scale, beam, retry_beam) = (search.acoustic_scale, search.beam, search.retry_beam);
+    let num_ids = shape.num_ids;
     let dim = utts
         .first()
         .map(|u| u.feats.cols)
-        .ok_or_else(|| Error::config("no utterance to train a monophone model on"))?;
+        .ok_or_else(|| Error::config("no utterance to train a GMM-HMM on"))?;
     // Global mean and variance: the initial GMMs and the variance floor.
     let (mut sum, mut sum_sq, mut n) = (vec![0.0f64; dim], vec![0.0f64; dim], 0.0f64);
     for u in utts {
@@ -475,9 +486,9 @@ pub fn train_gmm(
         .collect();
     let floor: Vec<f32> = var.iter().map(|v| v * cfg.variance_floor).collect();
     let mut model = GmmModel {
-        phones: phones.to_vec(),
-        bins,
-        senones,
+        phones: shape.phones,
+        bins: shape.bins,
+        senones: shape.senones,
         gmms: vec![DiagGmm::single(mean.clone(), var.clone()); num_ids],
     };
     let mut alignments: Vec<Vec<usize>> = utts.iter().map(|u| u.initial.clone()).collect();
@@ -707,10 +718,20 @@ mod tests {
             ..GmmConfig::default()
         };
         let mut logliks = Vec::new();
-        let (model, ali) = train_gmm(&utts, &names, None, 9, 2, &cfg, (1.0, 1e9, 1e9), |r| {
-            logliks.push(r.avg_loglik)
-        })
-        .unwrap();
+        let shape = GmmShape {
+            phones: names,
+            bins: 2,
+            senones: None,
+            num_ids: 9,
+        };
+        let search = AlignConfig {
+            acoustic_scale: 1.0,
+            beam: f32::INFINITY,
+            retry_beam: f32::INFINITY,
+            ..AlignConfig::default()
+        };
+        let (model, ali) =
+            train_gmm(&utts, shape, &cfg, &search, |r| logliks.push(r.avg_loglik)).unwrap();
         assert!(
             model.num_gaussians() > 9,
             "{} Gaussians",

@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 
 use amdistill::align::corpus::{gmm_features, gmm_normaliser};
-use amdistill::align::gmm::{train_gmm, Cepstra, GmmConfig, GmmModel, GmmUtt};
+use amdistill::align::gmm::{train_gmm, Cepstra, GmmConfig, GmmModel, GmmShape, GmmUtt};
 use amdistill::align::lexicon::DEBIAN_CMUDICT;
 use amdistill::align::{
     align_corpus, align_utterance, phone_runs, transcript_prons, AcousticScorer, Agreement,
@@ -289,29 +289,26 @@ fn train_gmm_model(
         utts.len(),
         gmm_cfg.iters
     );
-    let (model, _) = train_gmm(
-        &utts,
-        set.phones(),
-        states.senones_id(),
-        states.num_ids(),
-        store.dim(),
-        &gmm_cfg,
-        (args.acoustic_scale, args.beam, args.retry_beam),
-        |r| {
-            eprintln!(
-                "align: GMM iteration {:2}{}: log-likelihood {:.3} per frame, {} Gaussians{}",
-                r.iter,
-                if r.realigned { " (realigned)" } else { "" },
-                r.avg_loglik,
-                r.gaussians,
-                if r.failed > 0 {
-                    format!(", {} kept their previous alignment", r.failed)
-                } else {
-                    String::new()
-                }
-            )
-        },
-    )?;
+    let shape = GmmShape {
+        phones: set.phones().to_vec(),
+        bins: store.dim(),
+        senones: states.senones_id(),
+        num_ids: states.num_ids(),
+    };
+    let (model, _) = train_gmm(&utts, shape, &gmm_cfg, cfg, |r| {
+        eprintln!(
+            "align: GMM iteration {:2}{}: log-likelihood {:.3} per frame, {} Gaussians{}",
+            r.iter,
+            if r.realigned { " (realigned)" } else { "" },
+            r.avg_loglik,
+            r.gaussians,
+            if r.failed > 0 {
+                format!(", {} kept their previous alignment", r.failed)
+            } else {
+                String::new()
+            }
+        )
+    })?;
     Ok(model)
 }
 
