@@ -706,7 +706,8 @@ mod tests {
                 feats,
                 ids: graph_emission_ids(&graph),
                 graph,
-                initial: equal_state_alignment(&runs, |p, s| Some(emission_id(p, s))).unwrap(),
+                initial: equal_state_alignment(&runs, |r, s| Some(emission_id(runs[r].0, s)))
+                    .unwrap(),
             });
             truths.push(truth);
         }
