@@ -301,6 +301,8 @@ pub fn gmm_features(
 
 /// What scores the graph states of forced alignment: a hybrid DNN over tree senones, or a
 /// GMM-HMM.
+// Made once per run: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Scorer {
     Dnn(AcousticScorer),
     Gmm(GmmScorer),

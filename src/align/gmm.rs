@@ -554,10 +554,12 @@ fn accumulate(model: &GmmModel, utts: &[GmmUtt], ali: &[Vec<usize>]) -> (Vec<Gmm
                         continue;
                     }
                     s.occ[k] += post;
-                    for d in 0..g.dim {
-                        let v = x[d] as f64;
-                        s.sum[k * g.dim + d] += post * v;
-                        s.sum_sq[k * g.dim + d] += post * v * v;
+                    let range = k * g.dim..(k + 1) * g.dim;
+                    let moments = s.sum[range.clone()].iter_mut().zip(&mut s.sum_sq[range]);
+                    for ((sum, sum_sq), &v) in moments.zip(x) {
+                        let v = v as f64;
+                        *sum += post * v;
+                        *sum_sq += post * v * v;
                     }
                 }
             }
@@ -591,11 +593,13 @@ fn update(model: &mut GmmModel, stats: &[GmmStats], floor: &[f32], min_occ: f64)
         for &k in &keep {
             let occ = s.occ[k];
             w.push((occ / kept_occ) as f32);
-            for i in 0..d {
-                let mean = s.sum[k * d + i] / occ;
-                let var = s.sum_sq[k * d + i] / occ - mean * mean;
+            let range = k * d..(k + 1) * d;
+            for ((sum, sum_sq), &fl) in s.sum[range.clone()].iter().zip(&s.sum_sq[range]).zip(floor)
+            {
+                let mean = sum / occ;
+                let var = sum_sq / occ - mean * mean;
                 m.push(mean as f32);
-                v.push((var as f32).max(floor[i]));
+                v.push((var as f32).max(fl));
             }
         }
         g.weights = w;
@@ -691,9 +695,9 @@ mod tests {
                 truth.extend(std::iter::repeat_n(p, rng.gen_range(4..25)));
             }
             let mut feats = Matrix::zeros(truth.len(), 2);
-            for (t, &p) in truth.iter().enumerate() {
-                for d in 0..2 {
-                    feats.data[t * 2 + d] = centre[p as usize][d] + rng.gen_range(-1.0..1.0);
+            for (row, &p) in feats.data.chunks_mut(2).zip(&truth) {
+                for (v, c) in row.iter_mut().zip(centre[p as usize]) {
+                    *v = c + rng.gen_range(-1.0..1.0);
                 }
             }
             let prons: Vec<Vec<Vec<u32>>> = words.iter().map(|&w| vec![vec![w]]).collect();
