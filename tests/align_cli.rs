@@ -112,13 +112,19 @@ fn lexicon(root: &Path) -> std::path::PathBuf {
     path
 }
 
+/// A train corpus of 30 utterances and a dev one of 6 (seeds `seed`, `seed + 1`) under
+/// `root`, and the lexicon: `(train, train features, dev, dev features, lexicon)`.
+fn train_dev(root: &Path, seed: u64) -> [std::path::PathBuf; 5] {
+    let (train, train_feat) = corpus(root, "train", seed, 30);
+    let (dev, dev_feat) = corpus(root, "dev", seed + 1, 6);
+    [train, train_feat, dev, dev_feat, lexicon(root)]
+}
+
 #[test]
 fn flat_start_then_viterbi_realignment_approaches_the_true_times() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let (train, train_feat) = corpus(root, "train", 11, 30);
-    let (dev, dev_feat) = corpus(root, "dev", 12, 6);
-    let lex = lexicon(root);
+    let [train, train_feat, dev, dev_feat, lex] = train_dev(root, 11);
 
     // Round 0: uniform segmentation.
     let mut flat = BTreeMap::new();
@@ -334,9 +340,7 @@ fn unalignable_utterances_are_named_and_left_out() {
 fn gmm_flat_start_trains_aligns_and_is_reused() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let (train, train_feat) = corpus(root, "train", 21, 30);
-    let (dev, dev_feat) = corpus(root, "dev", 22, 6);
-    let lex = lexicon(root);
+    let [train, train_feat, dev, dev_feat, lex] = train_dev(root, 21);
     let args = |data: &Path, feat: &Path, out: &Path, extra: &[&str]| -> Vec<String> {
         let a: Vec<String> = [
             "align",

@@ -2,17 +2,19 @@
 //!
 //! ```text
 //! text --lexicon--> word pronunciations --hmm--> state graph (3 states per phone, optional sil)
-//! acoustic model logits [frames, senones] --scaled_log_likelihoods--> emissions
+//! DNN logits [frames, senones] --scaled_log_likelihoods--> emissions
+//! or GMM-HMM (gmm): scale * ln p(cepstra | state) --------> emissions
 //! graph + emissions --viterbi (beam)--> state per frame --> phone segments --> phones.ctm
 //! no model (flat start): sil + phones + sil, frames split uniformly (uniform_segments)
 //! ```
 //!
-//! Emissions are hybrid-style scaled log-likelihoods: `acoustic_scale * (log p(senone | x) -
+//! A DNN's emissions are hybrid-style scaled log-likelihoods: `acoustic_scale * (log p(senone | x) -
 //! log p(senone))`, the model's log-softmax minus its stored log-priors (Bourlard and Morgan
 //! 1994). Utterances that cannot be aligned (words missing from the lexicon, too few frames
 //! for the phones, no path within the beam) are reported as [`AlignFailure`]s, never forced.
-//! Flat start (uniform segmentation, train, realign; Senior et al. 2014) chains these with
-//! `build-tree`, `make-alignments` and `train` (`recipes/fsdd/local/flat_start.sh`).
+//! Flat start (uniform segmentation or a GMM-HMM trained from it ([`gmm`]), then train and
+//! realign; Senior et al. 2014) chains these with `build-tree`, `make-alignments` and `train`
+//! (`recipes/common/flat_start.sh`).
 
 pub mod corpus;
 pub mod gmm;

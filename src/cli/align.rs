@@ -2,9 +2,11 @@
 //! transcripts (`text`) to its features, giving phone times (`phones.ctm`) for `build-tree` and
 //! `make-alignments`.
 //!
-//! Without `--model` it is the flat start: silence + phones + silence, frames split uniformly.
-//! With `--model` and `--tree`, Viterbi through 3-state HMMs per phone with optional silence,
-//! over the model's scaled log-likelihoods (DOMAIN.md §3; Senior et al. 2014).
+//! Without a model it is the flat start: silence + phones + silence, frames split uniformly.
+//! With `--model` and `--tree` (a hybrid DNN), `--gmm` (a GMM-HMM) or `--train-gmm` (a GMM-HMM
+//! trained here from the flat start, Kaldi's train_mono.sh), Viterbi through 3-state HMMs per
+//! phone with optional silence, over the model's scaled log-likelihoods (DOMAIN.md §3; Senior
+//! et al. 2014).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -46,13 +48,15 @@ pub enum LtsChoice {
 ///
 /// Reads DATA_DIR/text and FEAT_DIR (feats.scp, utt2num_frames, fbank.json). Pronunciations
 /// come from --lexicon (CMU format; default: Debian's pocketsphinx-en-us dictionary when
-/// installed), words it lacks from letter-to-sound (--lts). Without --model: uniform
-/// segmentation (the flat start). With --model and --tree: Viterbi forced alignment with a
+/// installed), words it lacks from letter-to-sound (--lts). Without a model: uniform
+/// segmentation (the flat start). With --model and --tree (a DNN), --gmm (a GMM-HMM) or
+/// --train-gmm (a GMM-HMM trained here on these transcripts): Viterbi forced alignment with a
 /// beam (retried once with --retry-beam). Utterances that cannot be aligned (unknown words,
 /// too few frames for their phones, no path within the beam) are listed by name and left
 /// out, never forced. Writes OUT_DIR/phones.ctm, OUT_DIR/phone_ali.txt (`utt phone phone ...`,
 /// one phone name per frame), OUT_DIR/lexicon.txt (the lexicon used) and
-/// OUT_DIR/align_report.txt; with --reference, the agreement with reference phone times.
+/// OUT_DIR/align_report.txt (with --train-gmm also OUT_DIR/gmm.json); with --reference, the
+/// agreement with reference phone times.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Data directory with `text` (utt-id word word ...).
