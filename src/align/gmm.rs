@@ -2,18 +2,23 @@
 //! generative first passes that give a DNN flat start acoustically anchored phone boundaries.
 //!
 //! ```text
-//! log-mel [frames, bins] --per-speaker mean norm--> DCT (13) + lifter 22 --> + deltas, delta-deltas
-//!   = cepstra [frames, 39]
+//! log-mel [frames, bins] --per-speaker mean norm--> DCT (13) + lifter 22
+//!   --> + deltas, delta-deltas = cepstra [frames, 39]
 //! equal alignment (sil + phones + sil, each phone's frames split over its 3 states)
-//! iteration i: (realign with Viterbi when i is in the realign schedule) -> accumulate
-//!              component posteriors per state -> re-estimate -> split towards the Gaussian target
+//! iteration i: (realign with Viterbi when i is in the realign schedule)
+//!   -> accumulate component posteriors per state -> re-estimate
+//!   -> split towards the Gaussian target
 //! ```
 //!
 //! A monophone model has one diagonal-covariance GMM per (phone, HMM state), emission id
 //! `phone * NUM_STATES + state`; a context-dependent one has one per leaf of a senone tree
-//! (built by `build-tree` on the monophone alignment), emission id the senone. A DNN trained on its own Viterbi labels can keep labels that
-//! trail the spectrum round after round (recipes/synth/RESULTS.md); a GMM state's likelihood
-//! depends on its frame alone, so realignment moves boundaries to where the spectrum changes.
+//! (built by `build-tree` on the monophone alignment), emission id the senone.
+//!
+//! Why GMMs first: a DNN trained on its own Viterbi labels can keep labels that trail the
+//! spectrum round after round; a GMM state's likelihood depends on its frame (and deltas)
+//! alone, so realignment moves boundaries to where the spectrum changes. On the synthetic
+//! corpus the monophone flat start agrees with the true phone times on 85.5% of frames
+//! against 81.0% for the DNN flat start (recipes/synth/RESULTS.md).
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};

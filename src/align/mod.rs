@@ -8,9 +8,9 @@
 //! no model (flat start): sil + phones + sil, frames split uniformly (uniform_segments)
 //! ```
 //!
-//! A DNN's emissions are hybrid-style scaled log-likelihoods: `acoustic_scale * (log p(senone | x) -
-//! log p(senone))`, the model's log-softmax minus its stored log-priors (Bourlard and Morgan
-//! 1994). Utterances that cannot be aligned (words missing from the lexicon, too few frames
+//! A DNN's emissions are hybrid-style scaled log-likelihoods: `acoustic_scale * (log p(senone
+//! | x) - log p(senone))`, the model's log-softmax minus its stored log-priors (Bourlard and
+//! Morgan 1994). Utterances that cannot be aligned (words missing from the lexicon, too few frames
 //! for the phones, no path within the beam) are reported as [`AlignFailure`]s, never forced.
 //! Flat start (uniform segmentation or a GMM-HMM trained from it ([`gmm`]), then train and
 //! realign; Senior et al. 2014) chains these with `build-tree`, `make-alignments` and `train`
