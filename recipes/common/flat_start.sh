@@ -83,21 +83,29 @@ else
 fi
 
 # align ROUND SPLIT DATA FEATS [model options]: round ROUND's phone times of one split.
-align_split() {
-  local r="$1" split="$2" data="$3" feats="$4"; shift 4
-  local dir="$out/round$r/$split"
+# run_align DIR SPLIT LOG LABEL DATA FEATS [ALIGN ARGS...]: `amdistill align` of one split into
+# DIR (skipped when DIR/phones.ctm exists), scored against --reference-dir's times when it has
+# the split; the report's summary goes to stderr under LABEL.
+run_align() {
+  local dir="$1" split="$2" log_file="$3" label="$4" data="$5" feats="$6"; shift 6
   if [ -s "$dir/phones.ctm" ]; then return 0; fi
-  mkdir -p "$out/round$r"
   local ref=()
   if [ -n "$reference_dir" ] && [ -f "$reference_dir/$split/phones.ctm" ]; then
     ref=(--reference "$reference_dir/$split/phones.ctm")
   fi
   # shellcheck disable=SC2086
-  # Not $dir.log: round r's train.log is its model's training log.
-  local log_file="$out/round$r/align_$split.log"
   "$amdistill" align "$data" "$feats" "$dir" "${ref[@]}" "$@" $align_opts > "$log_file" 2>&1 \
-    || { cat "$log_file" >&2; die "align failed (round $r, $split): see $log_file"; }
-  grep -E "^(utterances|agreement|boundary)" "$dir/align_report.txt" | sed "s/^/  round $r $split: /" >&2 || true
+    || { tail -n 20 "$log_file" >&2; die "align failed ($label): see $log_file"; }
+  grep -E "^(utterances|agreement|boundary)" "$dir/align_report.txt" | sed "s/^/  $label: /" >&2 || true
+}
+
+# align_split ROUND SPLIT DATA FEATS [ALIGN ARGS...]: one round's alignment of one split.
+align_split() {
+  local r="$1" split="$2" data="$3" feats="$4"; shift 4
+  mkdir -p "$out/round$r"
+  # Not $dir.log: round r's train.log is its model's training log.
+  run_align "$out/round$r/$split" "$split" "$out/round$r/align_$split.log" "round $r $split" \
+    "$data" "$feats" "$@"
 }
 
 # gmm_pass NAME [TREE_DIR INIT_CTM GAUSSIANS]: a GMM-HMM trained on train
@@ -108,20 +116,13 @@ gmm_pass() {
   local dir="$out/gmm/$name"
   mkdir -p "$dir"
   for split in train dev; do
-    [ -s "$dir/$split/phones.ctm" ] && continue
     local data="$train_data" feats="$train_feats" model=(--train-gmm)
     [ -n "$ctm" ] && model+=(--gmm-init "$ctm" --gmm-gaussians "$gaussians")
     if [ "$split" = dev ]; then data="$dev_data"; feats="$dev_feats"; model=(--gmm "$dir/train/gmm.json"); fi
     [ -n "$tree" ] && model+=(--tree "$tree")
-    local ref=()
-    if [ -n "$reference_dir" ] && [ -f "$reference_dir/$split/phones.ctm" ]; then
-      ref=(--reference "$reference_dir/$split/phones.ctm")
-    fi
     # shellcheck disable=SC2086
-    "$amdistill" align "$data" "$feats" "$dir/$split" "${ref[@]}" "${model[@]}" $gmm_opts $align_opts \
-      > "$dir/align_$split.log" 2>&1 \
-      || { tail -n 20 "$dir/align_$split.log" >&2; die "GMM pass $name failed ($split): see $dir/align_$split.log"; }
-    grep -E "^(utterances|agreement|boundary)" "$dir/$split/align_report.txt" | sed "s/^/  gmm $name $split: /" >&2 || true
+    run_align "$dir/$split" "$split" "$dir/align_$split.log" "gmm $name $split" "$data" "$feats" \
+      "${model[@]}" $gmm_opts
   done
 }
 

@@ -7,16 +7,17 @@
 //! frame runs ──runs_to_segments──> PhoneSegment (seconds, the features' framing)
 //! ```
 //!
-//! With a model, emissions are `[frames, senones]` scaled log-likelihoods of the model's
+//! With a DNN, emissions are `[frames, senones]` scaled log-likelihoods of the model's
 //! outputs on the store's features, normalised as the model was trained (its CMVN card); each
-//! graph state's senone is the tree's leaf for its `(left, phone, right, state)`.
+//! graph state's senone is the tree's leaf for its `(left, phone, right, state)`. With a
+//! GMM-HMM, only the graph's distinct states are scored (`[frames, distinct states]`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::Device;
 
-use crate::align::gmm::{emission_id, equal_state_alignment, Cepstra, GmmModel};
+use crate::align::gmm::{emission_id, equal_state_alignment, unique_columns, Cepstra, GmmModel};
 use crate::align::hmm::{HmmConfig, UttGraph};
 use crate::align::lexicon::Lexicon;
 use crate::align::{
@@ -317,81 +318,116 @@ impl Scorer {
         }
     }
 
-    /// Columns of [`Scorer::log_likelihoods`]'s rows.
-    fn num_columns(&self) -> usize {
+    /// The model outputs `graph` needs and each graph state's column among them, or a
+    /// failure naming a state the model has no output for.
+    fn graph_columns(&self, graph: &UttGraph) -> std::result::Result<GraphColumns, AlignFailure> {
         match self {
-            Scorer::Dnn(s) => s.tree.num_senones(),
-            Scorer::Gmm(s) => s.model.gmms.len(),
+            // One forward pass gives every senone: score them all.
+            Scorer::Dnn(s) => Ok(GraphColumns {
+                outputs: None,
+                num_columns: s.tree.num_senones(),
+                state_columns: s.senones_of(graph)?,
+            }),
+            // Each GMM costs a pass over its Gaussians: score only the graph's distinct states.
+            Scorer::Gmm(s) => {
+                let (unique, column) = unique_columns(&s.states.graph_ids(graph)?);
+                Ok(GraphColumns {
+                    num_columns: unique.len(),
+                    outputs: Some(unique),
+                    state_columns: column.into_iter().map(|c| c as u32).collect(),
+                })
+            }
         }
     }
 
-    /// The column of each graph state's emission.
-    fn columns(&self, graph: &UttGraph) -> std::result::Result<Vec<u32>, AlignFailure> {
-        match self {
-            Scorer::Dnn(s) => s.senones_of(graph),
-            Scorer::Gmm(s) => Ok(s
-                .states
-                .graph_ids(graph)?
-                .into_iter()
-                .map(|c| c as u32)
-                .collect()),
-        }
-    }
-
-    /// Scaled log-likelihoods `[frames, num_columns]` (row-major) of `utt` in `store`.
-    pub fn log_likelihoods(&self, store: &FeatureStore, utt: &str, scale: f32) -> Result<Vec<f32>> {
+    /// Scaled log-likelihoods `[frames, columns.num_columns]` (row-major) of `utt` in `store`
+    /// for the outputs `columns` names.
+    fn log_likelihoods(
+        &self,
+        store: &FeatureStore,
+        utt: &str,
+        columns: &GraphColumns,
+        scale: f32,
+    ) -> Result<Vec<f32>> {
         match self {
             Scorer::Dnn(s) => s.log_likelihoods(store, utt, scale),
             Scorer::Gmm(s) => {
                 let feats = gmm_features(store, utt, &s.normaliser, &s.cepstra)?;
-                let all: Vec<usize> = (0..s.model.gmms.len()).collect();
-                Ok(s.model.log_likelihoods(&feats, &all, scale))
+                let all: Vec<usize>;
+                let ids = match &columns.outputs {
+                    Some(ids) => ids,
+                    None => {
+                        all = (0..s.model.gmms.len()).collect();
+                        &all
+                    }
+                };
+                Ok(s.model.log_likelihoods(&feats, ids, scale))
             }
         }
     }
 }
 
-/// Frame runs `(phone, first frame, end frame)` of one utterance with `num_frames` frames:
-/// uniform segmentation of silence + phones + silence without `emissions`, else the Viterbi
-/// path through the transcript's graph. `emissions`: the scorer and its scaled
-/// log-likelihoods `[num_frames, senones]`.
-pub fn align_utterance(
+/// The columns one utterance is scored on (see [`Scorer::graph_columns`]).
+struct GraphColumns {
+    /// Model outputs to score, in column order; `None`: every output.
+    outputs: Option<Vec<usize>>,
+    /// Columns per frame of the scores.
+    num_columns: usize,
+    /// Each graph state's column, `[graph states]`.
+    state_columns: Vec<u32>,
+}
+
+/// Frame runs `(phone, first frame, end frame)` of the flat start: silence + the transcript's
+/// phones + silence, the `num_frames` frames split uniformly.
+pub fn uniform_alignment(
     words: &[Vec<Vec<u32>>],
     num_frames: usize,
     silence: u32,
-    emissions: Option<(&Scorer, &[f32])>,
-    cfg: &AlignConfig,
 ) -> std::result::Result<Vec<(u32, usize, usize)>, AlignFailure> {
-    match emissions {
-        None => {
-            let phones = flat_start_phones(words, silence);
-            uniform_segments(&phones, num_frames).ok_or(AlignFailure::TooShort {
-                frames: num_frames,
-                needed: phones.len() * crate::labels::frame_labels::NUM_STATES as usize,
-            })
-        }
-        Some((scorer, loglik)) => {
-            let graph = UttGraph::build(words, silence, &cfg.hmm)
-                .map_err(|e| AlignFailure::Model(e.to_string()))?;
-            let senones = scorer.columns(&graph)?;
-            let num_senones = scorer.num_columns();
-            if loglik.len() != num_frames * num_senones {
-                return Err(AlignFailure::Model(format!(
-                    "{} scores for {num_frames} frames of {num_senones} senones",
-                    loglik.len()
-                )));
-            }
-            let path = align_states(
-                &graph,
-                &senones,
-                loglik,
-                num_senones,
-                cfg.beam,
-                cfg.retry_beam,
-            )?;
-            Ok(graph.segments(&path.states))
-        }
+    let phones = flat_start_phones(words, silence);
+    uniform_segments(&phones, num_frames).ok_or(AlignFailure::TooShort {
+        frames: num_frames,
+        needed: phones.len() * crate::labels::frame_labels::NUM_STATES as usize,
+    })
+}
+
+/// Frame runs `(phone, first frame, end frame)` of `utt` (`num_frames` frames in `store`): the
+/// Viterbi path through the transcript's graph, scored by `scorer`. `Err`: the features or the
+/// model failed (the run stops); `Ok(Err)`: the utterance cannot be aligned.
+fn viterbi_alignment(
+    words: &[Vec<Vec<u32>>],
+    utt: &str,
+    num_frames: usize,
+    silence: u32,
+    scorer: &Scorer,
+    store: &FeatureStore,
+    cfg: &AlignConfig,
+) -> Result<std::result::Result<Vec<(u32, usize, usize)>, AlignFailure>> {
+    let graph = match UttGraph::build(words, silence, &cfg.hmm) {
+        Ok(g) => g,
+        Err(e) => return Ok(Err(AlignFailure::Model(e.to_string()))),
+    };
+    let columns = match scorer.graph_columns(&graph) {
+        Ok(c) => c,
+        Err(f) => return Ok(Err(f)),
+    };
+    let loglik = scorer.log_likelihoods(store, utt, &columns, cfg.acoustic_scale)?;
+    if loglik.len() != num_frames * columns.num_columns {
+        return Ok(Err(AlignFailure::Model(format!(
+            "{} scores for {num_frames} frames of {} outputs",
+            loglik.len(),
+            columns.num_columns
+        ))));
     }
+    Ok(align_states(
+        &graph,
+        &columns.state_columns,
+        &loglik,
+        columns.num_columns,
+        cfg.beam,
+        cfg.retry_beam,
+    )
+    .map(|path| graph.segments(&path.states)))
 }
 
 /// What [`align_corpus`] made.
@@ -441,15 +477,12 @@ pub fn align_corpus(
                 continue;
             }
         };
-        let loglik = match scorer {
-            Some(s) => Some(
-                s.log_likelihoods(store, utt, cfg.acoustic_scale)
-                    .map_err(|e| Error::utterance(utt, e))?,
-            ),
-            None => None,
+        let aligned = match scorer {
+            Some(s) => viterbi_alignment(&words, utt, num_frames, silence, s, store, cfg)
+                .map_err(|e| Error::utterance(utt, e))?,
+            None => uniform_alignment(&words, num_frames, silence),
         };
-        let emissions = scorer.zip(loglik.as_deref());
-        match align_utterance(&words, num_frames, silence, emissions, cfg) {
+        match aligned {
             Ok(runs) => {
                 let mut phones = Vec::with_capacity(num_frames);
                 for &(p, a, b) in &runs {

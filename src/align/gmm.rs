@@ -420,7 +420,7 @@ pub fn graph_emission_ids(graph: &UttGraph) -> Vec<usize> {
 }
 
 /// The distinct ids, and each input's column among them.
-fn unique_columns(ids: &[usize]) -> (Vec<usize>, Vec<usize>) {
+pub(crate) fn unique_columns(ids: &[usize]) -> (Vec<usize>, Vec<usize>) {
     let mut unique: Vec<usize> = ids.to_vec();
     unique.sort_unstable();
     unique.dedup();

@@ -30,7 +30,7 @@ use crate::labels::frame_labels::{FrameGeometry, FrameLabeler, NUM_STATES};
 use crate::labels::phones::PhoneSet;
 
 pub use corpus::{
-    align_corpus, align_utterance, AcousticScorer, AlignConfig, CorpusAlignment, GmmScorer,
+    align_corpus, uniform_alignment, AcousticScorer, AlignConfig, CorpusAlignment, GmmScorer,
     GmmStates, Scorer,
 };
 pub use hmm::{GraphState, HmmConfig, UttGraph};

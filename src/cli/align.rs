@@ -19,7 +19,7 @@ use amdistill::align::corpus::{gmm_features, gmm_normaliser};
 use amdistill::align::gmm::{train_gmm, Cepstra, GmmConfig, GmmModel, GmmShape, GmmUtt};
 use amdistill::align::lexicon::DEBIAN_CMUDICT;
 use amdistill::align::{
-    align_corpus, align_utterance, phone_runs, transcript_prons, AcousticScorer, Agreement,
+    align_corpus, phone_runs, transcript_prons, uniform_alignment, AcousticScorer, Agreement,
     AlignConfig, GmmScorer, GmmStates, HmmConfig, Lexicon, Lts, Scorer, UttGraph,
 };
 use amdistill::atomic::write_atomic;
@@ -246,7 +246,7 @@ fn train_gmm_model(
                     .with_context(|| format!("utterance {utt} in --gmm-init"))?;
                 phone_runs(&phones)
             }
-            None => match align_utterance(&words, num_frames, silence, None, cfg) {
+            None => match uniform_alignment(&words, num_frames, silence) {
                 Ok(runs) => runs,
                 Err(_) => continue,
             },
