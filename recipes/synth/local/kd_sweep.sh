@@ -2,9 +2,10 @@
 # KD sweep over temperature and alpha, plus top-10 against dense soft targets, for RESULTS.md.
 # The students learn from train alone (no untranscribed data), so the sweep measures the loss's
 # settings, not the extra audio. Run after run.sh (stages 1-9) has made the teacher:
-#   recipes/synth/local/kd_sweep.sh [--quick] [--epochs N] [--lr R]
+#   recipes/synth/local/kd_sweep.sh [--quick] [--epochs N] [--lr R] [--hidden H]
 #   --epochs N   train each student N epochs instead of conf/student_kd.toml's (12 with --quick)
 #   --lr R       learning rate instead of conf/student_kd.toml's (RESULTS.md's sweeps: 0.002)
+#   --hidden H   hidden units instead of conf/student_kd.toml's (RESULTS.md's sweeps: 160)
 #   --dense false  skip the dense-target student (its targets take 2 bytes x senones per frame:
 #                1.4 GB for the full corpus's train split)
 # Writes exp[/quick]/sweep/T<T>_a<alpha>/ (students), exp[/quick]/sweep/scores/*.json and
@@ -15,12 +16,13 @@ root="$(cd "$here/../.." && pwd)"
 cd "$here"
 . ../common/utils.sh
 
-stage=1; stop_stage=100; quick=false; epochs=""; lr=""; dense=true; positional=()
+stage=1; stop_stage=100; quick=false; epochs=""; lr=""; hidden=""; dense=true; positional=()
 parse_options "$@"
 data=data; exp=exp; extra=""
 if [ "$quick" = true ]; then data=data/quick; exp=exp/quick; extra="--set train.epochs=12"; fi
 if [ -n "$epochs" ]; then extra="--set train.epochs=$epochs"; fi
 if [ -n "$lr" ]; then extra="$extra --set optim.lr=$lr"; fi
+if [ -n "$hidden" ]; then extra="$extra --set model.hidden=$hidden"; fi
 amdistill="$root/target/release/amdistill"
 sw="$exp/sweep"
 mkdir -p "$sw/scores"
