@@ -82,7 +82,6 @@ else
   echo "$settings" > "$out/flat_start.settings"
 fi
 
-# align ROUND SPLIT DATA FEATS [model options]: round ROUND's phone times of one split.
 # run_align DIR SPLIT LOG LABEL DATA FEATS [ALIGN ARGS...]: `amdistill align` of one split into
 # DIR (skipped when DIR/phones.ctm exists), scored against --reference-dir's times when it has
 # the split; the report's summary goes to stderr under LABEL.
@@ -103,7 +102,7 @@ run_align() {
 align_split() {
   local r="$1" split="$2" data="$3" feats="$4"; shift 4
   mkdir -p "$out/round$r"
-  # Not $dir.log: round r's train.log is its model's training log.
+  # The log is align_<split>.log: round r's train.log is its model's training log.
   run_align "$out/round$r/$split" "$split" "$out/round$r/align_$split.log" "round $r $split" \
     "$data" "$feats" "$@"
 }
