@@ -318,60 +318,50 @@ impl Scorer {
         }
     }
 
-    /// The model outputs `graph` needs and each graph state's column among them, or a
-    /// failure naming a state the model has no output for.
-    fn graph_columns(&self, graph: &UttGraph) -> std::result::Result<GraphColumns, AlignFailure> {
-        match self {
-            // One forward pass gives every senone: score them all.
-            Scorer::Dnn(s) => Ok(GraphColumns {
-                outputs: None,
-                num_columns: s.tree.num_senones(),
-                state_columns: s.senones_of(graph)?,
-            }),
-            // Each GMM costs a pass over its Gaussians: score only the graph's distinct states.
-            Scorer::Gmm(s) => {
-                let (unique, column) = unique_columns(&s.states.graph_ids(graph)?);
-                Ok(GraphColumns {
-                    num_columns: unique.len(),
-                    outputs: Some(unique),
-                    state_columns: column.into_iter().map(|c| c as u32).collect(),
-                })
-            }
-        }
-    }
-
-    /// Scaled log-likelihoods `[frames, columns.num_columns]` (row-major) of `utt` in `store`
-    /// for the outputs `columns` names.
-    fn log_likelihoods(
+    /// `utt`'s emissions for the states of `graph`. `Err`: the features or the model failed;
+    /// `Ok(Err)`: a graph state the model has no output for.
+    fn emissions(
         &self,
         store: &FeatureStore,
         utt: &str,
-        columns: &GraphColumns,
+        graph: &UttGraph,
         scale: f32,
-    ) -> Result<Vec<f32>> {
+    ) -> Result<std::result::Result<Emissions, AlignFailure>> {
         match self {
-            Scorer::Dnn(s) => s.log_likelihoods(store, utt, scale),
-            Scorer::Gmm(s) => {
-                let feats = gmm_features(store, utt, &s.normaliser, &s.cepstra)?;
-                let all: Vec<usize>;
-                let ids = match &columns.outputs {
-                    Some(ids) => ids,
-                    None => {
-                        all = (0..s.model.gmms.len()).collect();
-                        &all
-                    }
+            // One forward pass gives every senone: score them all.
+            Scorer::Dnn(s) => {
+                let state_columns = match s.senones_of(graph) {
+                    Ok(c) => c,
+                    Err(f) => return Ok(Err(f)),
                 };
-                Ok(s.model.log_likelihoods(&feats, ids, scale))
+                Ok(Ok(Emissions {
+                    loglik: s.log_likelihoods(store, utt, scale)?,
+                    num_columns: s.tree.num_senones(),
+                    state_columns,
+                }))
+            }
+            // Each GMM costs a pass over its Gaussians: score only the graph's distinct states.
+            Scorer::Gmm(s) => {
+                let ids = match s.states.graph_ids(graph) {
+                    Ok(ids) => ids,
+                    Err(f) => return Ok(Err(f)),
+                };
+                let (unique, column) = unique_columns(&ids);
+                let feats = gmm_features(store, utt, &s.normaliser, &s.cepstra)?;
+                Ok(Ok(Emissions {
+                    loglik: s.model.log_likelihoods(&feats, &unique, scale),
+                    num_columns: unique.len(),
+                    state_columns: column.into_iter().map(|c| c as u32).collect(),
+                }))
             }
         }
     }
 }
 
-/// The columns one utterance is scored on (see [`Scorer::graph_columns`]).
-struct GraphColumns {
-    /// Model outputs to score, in column order; `None`: every output.
-    outputs: Option<Vec<usize>>,
-    /// Columns per frame of the scores.
+/// One utterance's scores for Viterbi (see [`Scorer::emissions`]).
+struct Emissions {
+    /// Scaled log-likelihoods `[frames, num_columns]`, row-major.
+    loglik: Vec<f32>,
     num_columns: usize,
     /// Each graph state's column, `[graph states]`.
     state_columns: Vec<u32>,
@@ -407,23 +397,22 @@ fn viterbi_alignment(
         Ok(g) => g,
         Err(e) => return Ok(Err(AlignFailure::Model(e.to_string()))),
     };
-    let columns = match scorer.graph_columns(&graph) {
-        Ok(c) => c,
+    let em = match scorer.emissions(store, utt, &graph, cfg.acoustic_scale)? {
+        Ok(em) => em,
         Err(f) => return Ok(Err(f)),
     };
-    let loglik = scorer.log_likelihoods(store, utt, &columns, cfg.acoustic_scale)?;
-    if loglik.len() != num_frames * columns.num_columns {
+    if em.loglik.len() != num_frames * em.num_columns {
         return Ok(Err(AlignFailure::Model(format!(
             "{} scores for {num_frames} frames of {} outputs",
-            loglik.len(),
-            columns.num_columns
+            em.loglik.len(),
+            em.num_columns
         ))));
     }
     Ok(align_states(
         &graph,
-        &columns.state_columns,
-        &loglik,
-        columns.num_columns,
+        &em.state_columns,
+        &em.loglik,
+        em.num_columns,
         cfg.beam,
         cfg.retry_beam,
     )
